@@ -1,0 +1,1 @@
+"""Jinja2 templates that pull secrets from secret managers at render time."""

@@ -1,0 +1,249 @@
+"""The provider contract: one small base class behind every secret manager.
+
+A provider turns reference paths into values for one named connection:
+
+* :meth:`Provider.parse_path` validates a path offline (no network, no
+  credentials) and returns a :class:`Locator`: *which secret* to fetch
+  (:class:`SecretId`) and *which key* of it to print;
+* :meth:`Provider.plan` groups secret ids into batches, each one network
+  operation (AWS: 20 ids per BatchGetSecretValue; Vault: one path per read);
+* :meth:`Provider.fetch` fetches one batch and returns, for each id, either the
+  secret's document (a string or a mapping of keys) or a :class:`SecretsError`;
+* :meth:`Provider.select` picks the locator's key out of a document;
+* :meth:`Provider.check` is the live connection test.
+
+Providers know nothing of Jinja, caching or policy: the resolver does that.
+Construction is cheap and offline; SDK clients are created on first use and
+are never pickled (a pickled provider is rebuilt from its name and options).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from ..errors import SecretNotFoundError, SecretsError, SecretValidationError
+
+__all__ = ["Document", "Field", "Locator", "Provider", "SecretId", "FetchResult"]
+
+#: What one fetch returns for one secret: its text, or its keys and values.
+Document = Union[str, Mapping[str, Any]]
+#: For each requested id: the document, or the error for that id alone.
+FetchResult = Mapping["SecretId", Union[Document, SecretsError]]
+
+
+@dataclass(frozen=True)
+class SecretId:
+    """One unit of fetching: a secret, and optionally a version of it.
+
+    ``version`` is provider-specific text (``"versionStage=AWSPREVIOUS"``,
+    ``"3"``); two references to the same id share one fetch.
+    """
+
+    name: str
+    version: str | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.version is None else f"{self.name}?{self.version}"
+
+
+@dataclass(frozen=True)
+class Locator:
+    """A parsed reference path: the secret to fetch and the key to print.
+
+    ``key`` is ``None`` when the whole secret is the value.
+    """
+
+    secret: SecretId
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Field:
+    """One configuration field of a provider.
+
+    ``secret`` marks credentials: they are never shown in reprs or errors.
+    """
+
+    type: type | tuple[type, ...] = str
+    required: bool = False
+    default: Any = None
+    secret: bool = False
+    doc: str = ""
+    choices: tuple[Any, ...] = field(default=())
+    #: A file path: relative values in a config file are taken relative to it.
+    is_path: bool = False
+
+
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", bool: "true or false", int: "an integer", float: "a number"}
+    if isinstance(t, tuple):
+        return " or ".join(names.get(x, x.__name__) for x in t)
+    return names.get(t, t.__name__)
+
+
+class Provider(abc.ABC):
+    """Base class of all providers. Subclasses set the class attributes below."""
+
+    #: The provider id used in configuration (``provider: aws``).
+    id: ClassVar[str]
+    #: Configuration fields beyond the common ones (see :data:`COMMON_FIELDS`).
+    fields: ClassVar[Mapping[str, Field]] = {}
+    #: Largest number of secret ids one :meth:`fetch` call should receive.
+    max_batch: ClassVar[int] = 1
+    #: Cache lifetime in seconds when the connection sets none; ``None`` means
+    #: the resolver's ``cache.ttl``. Local providers use 0 (always fresh).
+    default_ttl: ClassVar[float | None] = None
+    #: Path format shown in validation errors.
+    path_format: ClassVar[str] = ""
+    #: Advice shown when a connection check fails (the spec's troubleshooting).
+    troubleshooting: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        self.name = name
+        self.options: dict[str, Any] = self.validate_options(name, dict(options or {}))
+
+    # -- configuration -----------------------------------------------------------
+
+    @classmethod
+    def validate_options(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Check options against :attr:`fields`; fill defaults. Raises VALIDATION."""
+        out: dict[str, Any] = {}
+        unknown = sorted(set(options) - set(cls.fields))
+        if unknown:
+            known = ", ".join(sorted(cls.fields)) or "none"
+            raise SecretValidationError(
+                f"connections.{name}: unknown field(s) {', '.join(unknown)} for provider "
+                f"{cls.id!r}; known fields: {known}",
+                provider=name,
+            )
+        for key, spec in cls.fields.items():
+            value = options.get(key)
+            if value is None or value == "" and spec.type is not str:
+                if spec.required:
+                    raise SecretValidationError(
+                        f"connections.{name}.{key}: required field is missing "
+                        f"(expected {_type_name(spec.type)})",
+                        provider=name,
+                    )
+                out[key] = spec.default
+                continue
+            if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, spec.type) or (
+                isinstance(value, bool) and spec.type in (int, float)
+            ):
+                raise SecretValidationError(
+                    f"connections.{name}.{key}: expected {_type_name(spec.type)}, "
+                    f"got {type(value).__name__}",
+                    provider=name,
+                )
+            if spec.choices and value not in spec.choices:
+                raise SecretValidationError(
+                    f"connections.{name}.{key}: expected one of "
+                    f"{', '.join(map(str, spec.choices))}, got {value!r}",
+                    provider=name,
+                )
+            out[key] = value
+        return out
+
+    # -- paths -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def parse_path(self, path: str) -> Locator:
+        """Validate ``path`` offline and return its locator.
+
+        Raise :class:`SecretValidationError` with a message that says what the
+        format should be. Must not touch the network.
+        """
+
+    def invalid(self, path: str, message: str) -> SecretValidationError:
+        """A VALIDATION error for ``path`` on this connection."""
+        return SecretValidationError(message, provider=self.name, path=path)
+
+    # -- fetching ----------------------------------------------------------------
+
+    def plan(self, ids: Sequence[SecretId]) -> list[list[SecretId]]:
+        """Group ids into batches of at most :attr:`max_batch`, one fetch each."""
+        size = max(1, self.max_batch)
+        items = list(ids)
+        return [items[i : i + size] for i in range(0, len(items), size)]
+
+    @abc.abstractmethod
+    def fetch(self, ids: Sequence[SecretId]) -> FetchResult:
+        """Fetch one batch. Return a document or an error for every id.
+
+        Errors that concern the whole connection (bad credentials, unreachable
+        backend) may be raised as :class:`SecretConnectionError` instead.
+        """
+
+    async def fetch_async(self, ids: Sequence[SecretId]) -> FetchResult:
+        """Async :meth:`fetch`. The default runs :meth:`fetch` in a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.fetch, ids)
+
+    def select(self, document: Document, locator: Locator) -> str:
+        """Pick the locator's key out of a fetched document, as text.
+
+        Strings are returned as they are; numbers, booleans, objects and arrays
+        as JSON text. Missing keys raise the spec's "Secret value for key K not
+        found". Messages never include the document.
+        """
+        key = locator.key
+        if key is None:
+            if isinstance(document, str):
+                return document
+            return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        if not isinstance(document, Mapping):
+            raise SecretNotFoundError(
+                f"Secret {locator.secret} is not a JSON object, so it has no key {key}",
+            )
+        if key not in document:
+            raise SecretNotFoundError(f"Secret value for key {key} not found")
+        return as_text(document[key])
+
+    # -- connection --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def check(self) -> None:
+        """Live connection test. Raise :class:`SecretConnectionError` on failure."""
+
+    async def check_async(self) -> None:
+        """Async :meth:`check`. The default runs :meth:`check` in a worker thread."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.check)
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and sessions. The provider may be used again later."""
+
+    # -- safety ------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} connection={self.name!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Rebuilt from name and options: clients, tokens, sessions, caches and
+        # locks are left out and recreated on use.
+        return {"name": self.name, "options": self.options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        type(self).__init__(self, state["name"], state["options"])
+
+
+def as_text(value: Any) -> str:
+    """A secret value as text: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def split_key(path: str, *, sep: str = ":") -> tuple[str, str] | None:
+    """Split ``name:key`` on the first ``sep``; ``None`` if either side is empty."""
+    name, found, key = path.partition(sep)
+    if not found or not name or not key:
+        return None
+    return name, key
