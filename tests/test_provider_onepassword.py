@@ -1,0 +1,346 @@
+"""Tests of the ``onepassword`` provider, against a test double of the SDK's native core.
+
+No 1Password server can run here. The SDK reaches 1Password only through its
+native core, so the double sits at ``onepassword.core.UniffiCore``: the
+``fake`` fixture points every ``UniffiCore`` at :class:`FakeOnePassword`,
+which stands in for the native module (``init_client``, ``invoke``,
+``release_client``), answers the JSON the core answers and raises the core's
+own error type. Everything above it is the real SDK: ``Client.authenticate``,
+the request ``Secrets.resolve_all`` builds, the pydantic parsing of its
+response and ``raise_typed_exception``'s error types. Reference validation
+(``invoke_sync``) is the real native core, which works offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import onepassword.core
+import pytest
+
+from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
+from jinja_apsecrets.providers.base import Locator, SecretId
+from jinja_apsecrets.providers.onepassword import OnePasswordProvider, _library_version
+from jinja_apsecrets.testing import ProviderContract
+
+TOKEN = "ops_test-token-3b8e1f"
+NATIVE = onepassword.core.UniffiCore().core  # the real native module, for invoke_sync
+VAULTS: dict[str, dict[str, dict[str, str]]] = {
+    "Production": {
+        "API Keys": {"token": "tok-4f9a2c", "Admin/password": "pw-77c1e0"},
+        "Database": {"password": "db-90a1b2"},
+    },
+}
+
+
+class FakeOnePassword:
+    """The native core's side of the SDK, serving :data:`VAULTS` for :data:`TOKEN`."""
+
+    def __init__(self) -> None:
+        self.token = TOKEN
+        self.vaults = VAULTS
+        self.inits: list[dict[str, Any]] = []
+        self.invocations: list[dict[str, Any]] = []
+        self.threads: list[int] = []
+        self.released: list[int] = []
+        self.slept: list[float] = []
+        self.rate_limited = 0  # how many next calls fail with RateLimitExceeded
+        self.fail_next: str | None = None  # message of a generic error for the next call
+
+    @staticmethod
+    def error(name: str, message: str) -> Exception:
+        return NATIVE.Error.Error(json.dumps({"name": name, "message": message}))  # type: ignore[no-any-return]
+
+    async def init_client(self, config: str) -> str:
+        self.inits.append(json.loads(config))
+        if self.inits[-1].get("serviceAccountToken") != self.token:
+            raise self.error("Unauthorized", "invalid service account token")
+        return str(len(self.inits))
+
+    async def invoke(self, invocation: str) -> str:
+        call = json.loads(invocation)["invocation"]
+        self.invocations.append(call)
+        self.threads.append(threading.get_ident())
+        if self.rate_limited:
+            self.rate_limited -= 1
+            raise self.error("RateLimitExceeded", "rate limit exceeded")
+        if self.fail_next is not None:
+            message, self.fail_next = self.fail_next, None
+            raise self.error("Other", message)
+        name, params = call["parameters"]["name"], call["parameters"]["parameters"]
+        if name == "SecretsResolveAll":
+            refs = params["secret_references"]
+            return json.dumps({"individualResponses": {r: self.lookup(r) for r in refs}})
+        if name == "VaultsList":
+            return json.dumps([self.overview(title) for title in self.vaults])
+        raise self.error("Other", f"unexpected invocation {name}")
+
+    def invoke_sync(self, invocation: str) -> str:
+        return NATIVE.invoke_sync(invocation)  # type: ignore[no-any-return]
+
+    def release_client(self, client_id: str) -> None:
+        self.released.append(json.loads(client_id))
+
+    def lookup(self, reference: str) -> dict[str, Any]:
+        vault, item, *rest = reference.removeprefix("op://").partition("?")[0].split("/")
+        if item == "Twin":
+            return {"error": {"type": "tooManyItems"}}
+        if vault not in self.vaults:
+            return {"error": {"type": "vaultNotFound"}}
+        fields = self.vaults[vault].get(item)
+        if fields is None:
+            return {"error": {"type": "itemNotFound"}}
+        key = "/".join(rest)
+        if len(rest) == 2 and not any(k.startswith(rest[0] + "/") for k in fields):
+            return {"error": {"type": "noMatchingSections"}}
+        if key not in fields:
+            return {"error": {"type": "fieldNotFound"}}
+        return {"content": {"secret": fields[key], "itemId": f"i-{item}", "vaultId": f"v-{vault}"}}
+
+    @staticmethod
+    def overview(title: str) -> dict[str, Any]:
+        stamp = "2024-01-01T00:00:00Z"
+        return {
+            **{"id": f"v-{title}", "title": title, "description": "", "vaultType": "userCreated"},
+            **{"activeItemCount": 1, "contentVersion": 1, "attributeVersion": 1},
+            **{"createdAt": stamp, "updatedAt": stamp},
+        }
+
+    @property
+    def resolve_calls(self) -> list[list[str]]:
+        return [
+            c["parameters"]["parameters"]["secret_references"]
+            for c in self.invocations
+            if c["parameters"]["name"] == "SecretsResolveAll"
+        ]
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeOnePassword:
+    double = FakeOnePassword()
+
+    def use_double(core: Any) -> None:
+        core.core = double
+
+    monkeypatch.setattr(onepassword.core.UniffiCore, "__init__", use_double)
+    monkeypatch.delenv("OP_SERVICE_ACCOUNT_TOKEN", raising=False)
+    return double
+
+
+def make(fake: FakeOnePassword, **options: Any) -> OnePasswordProvider:
+    return OnePasswordProvider("onepassword", options, sleep=fake.sleep)
+
+
+@pytest.fixture
+def provider(fake: FakeOnePassword) -> Iterator[OnePasswordProvider]:
+    p = make(fake, serviceAccountToken=TOKEN)
+    yield p
+    p.close()
+
+
+def ids(*refs: str) -> list[SecretId]:
+    return [SecretId(r) for r in refs]
+
+
+TOKEN_REF = "op://Production/API Keys/token"
+ADMIN_REF = "op://Production/API Keys/Admin/password"
+DB_REF = "op://Production/Database/password"
+
+
+class TestPaths:
+    def test_sections_and_query_attributes_parse(self, provider: OnePasswordProvider) -> None:
+        for ref in (ADMIN_REF, "op://Production/Login/one-time password?attribute=otp"):
+            assert provider.parse_path(ref) == Locator(SecretId(ref))
+
+    def test_malformed_reference_gives_the_sdks_message(
+        self, provider: OnePasswordProvider
+    ) -> None:
+        with pytest.raises(SecretValidationError) as info:
+            provider.parse_path("Production/API Keys/token")
+        assert 'not prefixed with "op://"' in info.value.message
+        assert info.value.path == "Production/API Keys/token"
+
+    def test_parsing_is_offline(self, provider: OnePasswordProvider, fake: FakeOnePassword) -> None:
+        provider.parse_path(TOKEN_REF)
+        with pytest.raises(SecretValidationError):
+            provider.parse_path("op://Production/API Keys")
+        assert fake.inits == []
+        assert fake.invocations == []
+
+
+class TestResolveAll:
+    def test_one_call_for_every_reference(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        result = provider.fetch(ids(TOKEN_REF, ADMIN_REF, DB_REF))
+        assert fake.resolve_calls == [[TOKEN_REF, ADMIN_REF, DB_REF]]
+        assert list(result.values()) == ["tok-4f9a2c", "pw-77c1e0", "db-90a1b2"]
+
+    def test_plan_is_a_single_batch(self, provider: OnePasswordProvider) -> None:
+        many = ids(*(f"op://V/item{i}/f" for i in range(250)))
+        assert provider.plan(many) == [many]
+
+    @pytest.mark.parametrize(
+        ("ref", "reason"),
+        [
+            ("op://Staging/API Keys/token", "vault not found"),
+            ("op://Production/Nope/token", "item not found"),
+            ("op://Production/API Keys/nope", "field not found"),
+            ("op://Production/API Keys/Ops/password", "section not found"),
+            ("op://Production/Twin/token", "more than one item matches"),
+        ],
+    )
+    def test_per_reference_errors_name_the_reference(
+        self, provider: OnePasswordProvider, ref: str, reason: str
+    ) -> None:
+        result = provider.fetch(ids(TOKEN_REF, ref))
+        error = result[SecretId(ref)]
+        assert isinstance(error, SecretNotFoundError)
+        assert reason in error.message
+        assert ref in error.message
+        assert result[SecretId(TOKEN_REF)] == "tok-4f9a2c"
+
+    def test_one_login_reused_by_sync_and_async(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        provider.fetch(ids(TOKEN_REF))
+        asyncio.run(provider.fetch_async(ids(DB_REF)))
+        provider.fetch(ids(ADMIN_REF))
+        assert len(fake.inits) == 1
+        assert len(fake.resolve_calls) == 3
+
+    def test_integration_names_this_library(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        provider.fetch(ids(TOKEN_REF))
+        assert fake.inits[0]["integrationName"] == "jinja_apsecrets"
+        assert fake.inits[0]["integrationVersion"] == _library_version()
+
+
+class TestAuthentication:
+    def test_rejected_token_is_a_connection_error(self, fake: FakeOnePassword) -> None:
+        fake.token = "ops_another"
+        with pytest.raises(SecretConnectionError) as info:
+            make(fake, serviceAccountToken=TOKEN).fetch(ids(TOKEN_REF))
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert "invalid service account token" in info.value.message
+        assert TOKEN not in str(info.value) + repr(info.value)
+
+    def test_missing_token_fails_without_calling_1password(self, fake: FakeOnePassword) -> None:
+        with pytest.raises(SecretConnectionError, match="OP_SERVICE_ACCOUNT_TOKEN"):
+            make(fake).fetch(ids(TOKEN_REF))
+        assert fake.inits == []
+
+    def test_token_falls_back_to_the_environment(
+        self, fake: FakeOnePassword, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("OP_SERVICE_ACCOUNT_TOKEN", TOKEN)
+        assert make(fake).fetch(ids(TOKEN_REF)) == {SecretId(TOKEN_REF): "tok-4f9a2c"}
+        assert fake.inits[0]["serviceAccountToken"] == TOKEN
+
+    def test_failed_login_is_not_cached(self, fake: FakeOnePassword) -> None:
+        provider = make(fake, serviceAccountToken=TOKEN)
+        fake.token = "ops_rotating"
+        with pytest.raises(SecretConnectionError):
+            provider.fetch(ids(TOKEN_REF))
+        fake.token = TOKEN
+        assert provider.fetch(ids(TOKEN_REF)) == {SecretId(TOKEN_REF): "tok-4f9a2c"}
+        provider.close()
+
+    def test_failed_call_logs_in_again_next_time(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        fake.fail_next = "session expired"
+        with pytest.raises(SecretConnectionError, match="session expired"):
+            provider.fetch(ids(TOKEN_REF))
+        provider.fetch(ids(TOKEN_REF))
+        assert len(fake.inits) == 2
+
+
+class TestRateLimit:
+    def test_retried_with_backoff(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        fake.rate_limited = 2
+        assert provider.fetch(ids(TOKEN_REF)) == {SecretId(TOKEN_REF): "tok-4f9a2c"}
+        assert fake.slept == [1.0, 2.0]
+
+    def test_retries_are_bounded(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        fake.rate_limited = 10
+        with pytest.raises(SecretConnectionError, match="rate limit"):
+            provider.fetch(ids(TOKEN_REF))
+        assert fake.slept == [1.0, 2.0, 4.0]
+        assert len(fake.resolve_calls) == 4
+
+
+class TestEventLoops:
+    def test_sync_fetch_inside_a_running_loop(self, provider: OnePasswordProvider) -> None:
+        async def handler() -> Mapping[SecretId, Any]:
+            return provider.fetch(ids(TOKEN_REF))  # a synchronous render in an async view
+
+        assert asyncio.run(handler()) == {SecretId(TOKEN_REF): "tok-4f9a2c"}
+
+    def test_async_awaits_the_sdk_on_the_callers_loop(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        asyncio.run(provider.fetch_async(ids(TOKEN_REF)))
+        provider.fetch(ids(TOKEN_REF))
+        assert fake.threads[0] == threading.get_ident() != fake.threads[1]
+
+    def test_concurrent_first_use_logs_in_once(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: provider.fetch(ids(TOKEN_REF)), range(16)))
+        assert len(fake.inits) == 1
+        assert len(results) == 16
+
+
+class TestLifecycle:
+    def test_construction_is_offline(self, fake: FakeOnePassword) -> None:
+        before = threading.active_count()
+        provider = make(fake, serviceAccountToken=TOKEN)
+        assert fake.inits == []
+        assert threading.active_count() == before
+        assert TOKEN not in repr(provider)
+
+    def test_close_releases_the_client_and_its_thread(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        provider.fetch(ids(TOKEN_REF))
+        provider.close()
+        assert fake.released == [1]
+        assert not [t for t in threading.enumerate() if "1password" in t.name]
+        provider.fetch(ids(TOKEN_REF))  # usable again: logs in anew
+        assert len(fake.inits) == 2
+
+    def test_check_lists_vaults(self, provider: OnePasswordProvider, fake: FakeOnePassword) -> None:
+        provider.check()
+        assert fake.invocations[-1]["parameters"]["name"] == "VaultsList"
+        fake.vaults = {}
+        with pytest.raises(SecretConnectionError, match="no vault"):
+            provider.check()
+
+
+class TestOnePasswordContract(ProviderContract):
+    @pytest.fixture
+    def known(self) -> Mapping[str, str]:
+        return {TOKEN_REF: "tok-4f9a2c", ADMIN_REF: "pw-77c1e0", DB_REF: "db-90a1b2"}
+
+    @pytest.fixture
+    def missing(self) -> Sequence[str]:
+        return ["op://Production/API Keys/nope", "op://Production/Nope/token"]
+
+    @pytest.fixture
+    def invalid(self) -> Sequence[str]:
+        return ["Production/API Keys/token", "op://Production/API Keys", "op://a/b/c?x=1", ""]
