@@ -14,14 +14,14 @@ from typing import Any, ClassVar
 from jinja2 import TemplateSyntaxError
 
 __all__ = [
-    "VALIDATION",
-    "GET_SECRET_FAILED",
     "CONNECTION_FAILED",
-    "SecretsError",
-    "SecretValidationError",
-    "SecretNotFoundError",
+    "GET_SECRET_FAILED",
+    "VALIDATION",
     "SecretConnectionError",
+    "SecretNotFoundError",
     "SecretReferenceSyntaxError",
+    "SecretValidationError",
+    "SecretsError",
 ]
 
 VALIDATION = "VALIDATION"
@@ -102,12 +102,23 @@ class SecretsError(Exception):
         return " ".join(parts)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, provider={self.provider!r}, path={self.path!r})"
+        return (
+            f"{type(self).__name__}(code={self.code!r}, message={self.message!r}, "
+            f"provider={self.provider!r}, path={self.path!r})"
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild,
-            (type(self), self.message, self.provider, self.path, self.template, self.lineno, self.hint),
+            (
+                type(self),
+                self.message,
+                self.provider,
+                self.path,
+                self.template,
+                self.lineno,
+                self.hint,
+            ),
         )
 
 
@@ -173,7 +184,15 @@ class SecretReferenceSyntaxError(TemplateSyntaxError, SecretValidationError):  #
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_syntax,
-            (self.message, self.lineno, self.name, self.filename, self.provider, self.path, self.hint),
+            (
+                self.message,
+                self.lineno,
+                self.name,
+                self.filename,
+                self.provider,
+                self.path,
+                self.hint,
+            ),
         )
 
 

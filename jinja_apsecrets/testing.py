@@ -74,7 +74,8 @@ class ProviderContract:
             err = results[(provider.name, path)]
             assert isinstance(err, SecretNotFoundError), err
             assert err.code == "SECRET_MANAGER_GET_SECRET_FAILED"
-            assert err.provider == provider.name and err.path == path
+            assert err.provider == provider.name
+            assert err.path == path
             _values_absent(str(err) + repr(err), list(known.values()))
 
     def test_missing_raises_get_secret_failed(
@@ -97,7 +98,7 @@ class ProviderContract:
 
     def test_renders_in_a_template(self, provider: Provider, known: Mapping[str, str]) -> None:
         resolver = Resolver({provider.name: provider})
-        env = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"])
+        env = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"])  # noqa: S701
         env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
         paths = list(known)
         source = "\n".join(f"{i}=<<{provider.name}|ap_sep_v1|{p}>>" for i, p in enumerate(paths))
@@ -114,7 +115,7 @@ class ProviderContract:
         for value in values:
             if len(value) >= 4:
                 assert value.encode() not in blob
-        clone = pickle.loads(blob)
+        clone = pickle.loads(blob)  # noqa: S301 - our own bytes
         first = next(iter(known))
         assert clone.get(provider.name, first) == known[first]
 

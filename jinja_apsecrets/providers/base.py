@@ -28,12 +28,12 @@ from typing import Any, ClassVar, Union
 
 from ..errors import SecretNotFoundError, SecretsError, SecretValidationError
 
-__all__ = ["Document", "Field", "Locator", "Provider", "SecretId", "FetchResult"]
+__all__ = ["Document", "FetchResult", "Field", "Locator", "Provider", "SecretId"]
 
 #: What one fetch returns for one secret: its text, or its keys and values.
-Document = Union[str, Mapping[str, Any]]
+Document = Union[str, Mapping[str, Any]]  # noqa: UP007 - a runtime alias on 3.10
 #: For each requested id: the document, or the error for that id alone.
-FetchResult = Mapping["SecretId", Union[Document, SecretsError]]
+FetchResult = Mapping["SecretId", Document | SecretsError]
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Provider(abc.ABC):
             )
         for key, spec in cls.fields.items():
             value = options.get(key)
-            if value is None or value == "" and spec.type is not str:
+            if value is None or (value == "" and spec.type is not str):
                 if spec.required:
                     raise SecretValidationError(
                         f"connections.{name}.{key}: required field is missing "

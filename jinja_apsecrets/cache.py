@@ -1,0 +1,130 @@
+"""The secret cache: TTL per connection, shared by threads, single-flight per key.
+
+Keys are ``(connection, SecretId)``; values are fetched documents with their
+expiry time. The lock guards only reads and writes of the cache and of the
+in-flight table; fetches run outside it. A caller that finds a key neither
+cached nor in flight *claims* it (gets a future it must complete); callers that
+find it in flight wait on that future. So one key is fetched once per TTL
+window, however many threads or tasks ask at once.
+
+The clock is injectable (``timer``), so TTL tests never sleep.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Union
+
+from cachetools import TLRUCache
+
+from .errors import SecretConnectionError, SecretsError
+from .providers.base import Document, SecretId
+
+__all__ = ["CacheEntry", "Claim", "Key", "Outcome", "SecretCache"]
+
+Key = tuple[str, SecretId]
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A fetched document and the time (on the cache's clock) it expires."""
+
+    document: Document
+    expires: float
+
+    def __repr__(self) -> str:  # never show the document
+        return f"CacheEntry(expires={self.expires!r})"
+
+
+#: What a lookup yields for one key: the entry, or the error for that key.
+Outcome = Union[CacheEntry, SecretsError]  # noqa: UP007 - a runtime alias on 3.10
+
+
+@dataclass
+class Claim:
+    """The result of :meth:`SecretCache.claim`."""
+
+    hits: dict[Key, CacheEntry]
+    owned: dict[Key, Future[Outcome]]
+    waiting: dict[Key, Future[Outcome]]
+
+
+def _ttu(_key: Any, value: CacheEntry, _now: float) -> float:
+    return value.expires
+
+
+class SecretCache:
+    """Thread-safe TTL cache of documents with single-flight claims."""
+
+    def __init__(self, *, timer: Callable[[], float], maxsize: int = 10_000) -> None:
+        self.timer = timer
+        self._lock = threading.Lock()
+        self._entries: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, _ttu, timer=timer)
+        self._inflight: dict[Key, Future[Outcome]] = {}
+
+    def claim(self, keys: Iterable[Key]) -> Claim:
+        """Split ``keys`` into cache hits, keys this caller must fetch, and keys
+        another caller is fetching now."""
+        claim = Claim({}, {}, {})
+        with self._lock:
+            for key in keys:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    claim.hits[key] = entry
+                    continue
+                future = self._inflight.get(key)
+                if future is not None:
+                    claim.waiting[key] = future
+                    continue
+                future = Future()
+                self._inflight[key] = future
+                claim.owned[key] = future
+        return claim
+
+    def complete(self, results: dict[Key, Document | SecretsError], ttl: dict[str, float]) -> None:
+        """Store fetched documents (errors are not cached) and release claims.
+
+        ``ttl`` maps connection names to their cache lifetime; 0 means the
+        document is handed to waiters but not kept.
+        """
+        now = self.timer()
+        done: list[tuple[Future[Outcome], Outcome]] = []
+        with self._lock:
+            for key, result in results.items():
+                outcome: Outcome
+                if isinstance(result, SecretsError):
+                    outcome = result
+                else:
+                    lifetime = ttl.get(key[0], 0.0)
+                    outcome = CacheEntry(result, now + lifetime)
+                    if lifetime > 0:
+                        self._entries[key] = outcome
+                future = self._inflight.pop(key, None)
+                if future is not None:
+                    done.append((future, outcome))
+        for future, outcome in done:
+            if not future.done():
+                future.set_result(outcome)
+
+    def abandon(self, keys: Iterable[Key], reason: str) -> None:
+        """Release claims that will not be completed (the fetch was cancelled)."""
+        self.complete({k: SecretConnectionError(reason) for k in keys}, {})
+
+    def invalidate(self, connection: str | None = None) -> None:
+        """Drop cached documents of one connection, or all of them."""
+        with self._lock:
+            if connection is None:
+                self._entries.clear()
+                return
+            for key in [k for k in self._entries if k[0] == connection]:
+                self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<SecretCache entries={len(self)}>"

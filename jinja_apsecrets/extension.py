@@ -1,0 +1,545 @@
+"""The Jinja2 extension: references in template text become render-time calls.
+
+How a template is compiled:
+
+1. ``preprocess`` scans the source with the environment's own delimiters
+   (:class:`~jinja_apsecrets.reference.TemplateScanner`). Each run of
+   references separated only by plain text becomes one internal tag,
+   ``{%+ __apsecrets__ "conn" "path" "as written" "text" ... +%}``, on the same
+   lines, so line numbers do not move, and with ``+`` so that ``trim_blocks``
+   and ``lstrip_blocks`` leave the surrounding text exactly as it was. Source
+   without the separator ``ap_sep_v1`` is returned untouched.
+2. ``filter_stream`` puts a prefetch tag naming all the template's references
+   in front of the token stream, so they are fetched together, in one round,
+   before the first byte renders.
+3. ``parse`` validates each reference offline (unknown connection, malformed
+   path: a :class:`SecretReferenceSyntaxError` with template and line) and
+   emits calls to :meth:`SecretsExtension._run` and ``_prefetch``.
+
+Nothing is resolved at compile time: compiled code holds connection names,
+paths and template text, never a value. A rendered run (text joined with its
+values) is cached by the resolver for the lifetime of its secrets, so warm
+renders cost about what plain Jinja2 costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sys
+import threading
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+from jinja2 import nodes, pass_context
+from jinja2.environment import Environment
+from jinja2.ext import Extension
+from jinja2.lexer import Token, TokenStream
+from jinja2.parser import Parser
+from jinja2.runtime import Context
+from jinja2.utils import _PassArg
+from markupsafe import Markup, escape
+
+from .errors import (
+    SecretNotFoundError,
+    SecretReferenceSyntaxError,
+    SecretsError,
+    SecretValidationError,
+)
+from .reference import SEPARATOR, Reference, TemplateScanner
+from .resolver import ON_MISSING, OnMissing, Resolver
+from .undefined import MissingSecret, SecretText
+from .walk import collect, rebuild
+
+__all__ = ["SecretsExtension", "install_secret_resolver", "resolve_secrets", "secret"]
+
+log = logging.getLogger("jinja_apsecrets")
+
+RUN_TAG = "__apsecrets__"
+PREFETCH_TAG = "__apsecrets_prefetch__"
+
+#: One piece of a run: template text, or (connection, path, text as written, line).
+Piece = Any
+
+_pending = threading.local()
+
+
+def _literal(text: str) -> str:
+    """``text`` as a Jinja string literal (the lexer reads it back exactly)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _no_resolver(template: str | None, lineno: int | None) -> SecretValidationError:
+    error = SecretValidationError(
+        "No secret resolver is installed on this environment: "
+        "call env.install_secret_resolver(Resolver.from_config(...))",
+        template=template,
+        lineno=lineno,
+    )
+    return error
+
+
+def _location(default: str | None) -> tuple[str | None, int | None]:
+    """Template name and line of the innermost template frame on the stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        template = frame.f_globals.get("__jinja_template__")
+        if template is not None:
+            return template.name, template.get_corresponding_lineno(frame.f_lineno)
+        frame = frame.f_back  # type: ignore[assignment]
+    return default, None
+
+
+def _on_missing(environment: Environment, resolver: Resolver) -> OnMissing:
+    policy: OnMissing | None = getattr(environment, "secret_on_missing", None)
+    return policy or resolver.on_missing
+
+
+def _missing_value(
+    error: SecretsError, ref: Sequence[Any], policy: OnMissing, template: str | None
+) -> Any:
+    """What a failed reference prints under ``policy``; raises for ``error``."""
+    conn, path, text, lineno = ref
+    if policy == "error" or not isinstance(error, SecretNotFoundError):
+        raise error.locate(template, lineno)
+    log.warning(
+        "secret %s|%s missing in %s:%s (%s), printed as %s",
+        conn,
+        path,
+        template,
+        lineno,
+        error.code,
+        policy,
+    )
+    if policy == "keep":
+        return text
+    return MissingSecret(conn, path, error.message)
+
+
+class SecretsExtension(Extension):
+    """Resolve ``<<conn|ap_sep_v1|path>>`` and ``{{conn|ap_sep_v1|path}}`` at render time.
+
+    Adds to the environment (through ``environment.extend``):
+    ``install_secret_resolver(resolver, *, on_missing=None, resolve_values=False)``,
+    and the attributes ``secret_resolver``, ``secret_on_missing`` and
+    ``secret_resolve_values``. Adds the ``secret(connection, path)`` global and
+    the ``resolve_secrets`` filter.
+    """
+
+    tags = {RUN_TAG, PREFETCH_TAG}
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        environment.extend(
+            secret_resolver=None,
+            secret_on_missing=None,
+            secret_resolve_values=False,
+            install_secret_resolver=partial(install_secret_resolver, environment),
+        )
+        environment.globals.setdefault("secret", secret)
+        environment.filters.setdefault("resolve_secrets", resolve_secrets)
+        self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
+
+    # -- compile time ---------------------------------------------------------------
+
+    def _get_scanner(self) -> TemplateScanner:
+        env = self.environment
+        key = (
+            env.block_start_string,
+            env.block_end_string,
+            env.variable_start_string,
+            env.variable_end_string,
+            env.comment_start_string,
+            env.comment_end_string,
+            env.line_statement_prefix,
+            env.line_comment_prefix,
+        )
+        cached = self._scanner
+        if cached is None or cached[0] != key:
+            cached = self._scanner = (key, TemplateScanner(env))
+        return cached[1]
+
+    def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
+        _pending.refs = None
+        if SEPARATOR not in source:
+            return source
+        env = self.environment
+        scanner = self._get_scanner()
+        segments = list(scanner.scan(source))
+        if not any(s.kind == "ref" for s in segments):
+            return source
+        out: list[str] = []
+        refs: list[Reference] = []
+        run: list[str] = []  # literals of the open run
+        open_strip: tuple[bool, bool] = (False, False)
+
+        def close_run(strip_after: bool = False) -> None:
+            nonlocal run
+            if run:
+                begin = env.block_start_string + ("-" if open_strip[0] else "+")
+                end = ("-" if strip_after else "+") + env.block_end_string
+                out.append(f"{begin} {RUN_TAG} {' '.join(run)} {end}")
+                run = []
+
+        pending_data: str | None = None
+        for seg in segments:
+            text = source[seg.start : seg.end]
+            if seg.kind == "ref":
+                ref = seg.ref
+                assert ref is not None
+                refs.append(ref)
+                literals = [_literal(ref.connection), _literal(ref.path), _literal(ref.text)]
+                if run and not ref.strip_before:
+                    run.extend([_literal(pending_data or ""), *literals])
+                else:
+                    close_run()
+                    if pending_data is not None:
+                        out.append(pending_data)
+                    open_strip = (ref.strip_before, False)
+                    run = literals
+                pending_data = None
+                if ref.strip_after:
+                    close_run(strip_after=True)
+                continue
+            if seg.kind == "data" and run:
+                # Plain text between two references may join their run.
+                if pending_data is not None:
+                    out.append(pending_data)
+                pending_data = text
+                continue
+            close_run()
+            if pending_data is not None:
+                out.append(pending_data)
+                pending_data = None
+            out.append(text)
+        close_run()
+        if pending_data is not None:
+            out.append(pending_data)
+        _pending.refs = refs
+        return "".join(out)
+
+    def filter_stream(self, stream: TokenStream) -> TokenStream | Any:
+        refs: list[Reference] | None = getattr(_pending, "refs", None)
+        _pending.refs = None
+        if not refs:
+            return stream
+        return self._with_prefetch(stream, refs)
+
+    @staticmethod
+    def _with_prefetch(stream: TokenStream, refs: list[Reference]) -> Any:
+        seen: set[tuple[str, str]] = set()
+        yield Token(1, "block_begin", "")
+        yield Token(1, "name", PREFETCH_TAG)
+        for ref in refs:
+            if ref.key not in seen:
+                seen.add(ref.key)
+                yield Token(1, "string", ref.connection)
+                yield Token(1, "string", ref.path)
+        yield Token(1, "block_end", "")
+        yield from stream
+
+    def parse(self, parser: Parser) -> nodes.Node:
+        tag = next(parser.stream)
+        strings: list[tuple[str, int]] = []
+        while parser.stream.current.type != "block_end":
+            token = parser.stream.expect("string")
+            strings.append((token.value, token.lineno))
+        if tag.value == PREFETCH_TAG:
+            refs = tuple((strings[i][0], strings[i + 1][0]) for i in range(0, len(strings), 2))
+            key = hashlib.sha1(repr(refs).encode(), usedforsecurity=False).hexdigest()
+            call = self.call_method(
+                "_prefetch", [nodes.ContextReference(), nodes.Const(key), nodes.Const(refs)]
+            )
+            return nodes.ExprStmt(call, lineno=tag.lineno)
+        pieces: list[Piece] = []
+        i = 0
+        while i < len(strings):
+            if pieces:
+                pieces.append(strings[i][0])
+                i += 1
+            (conn, lineno), (path, _), (text, _) = strings[i : i + 3]
+            self._validate(parser, conn, path, text, lineno)
+            pieces.append((conn, path, text, lineno))
+            i += 3
+        if self.environment.finalize is not None:
+            # finalize applies to each printed value, never to template text.
+            children: list[nodes.Expr] = []
+            for piece in pieces:
+                if isinstance(piece, str):
+                    children.append(nodes.TemplateData(piece))
+                else:
+                    args = [nodes.ContextReference(), *(nodes.Const(p) for p in piece)]
+                    children.append(self.call_method("_ref", args, lineno=piece[3]))
+            return nodes.Output(children, lineno=tag.lineno)
+        key = hashlib.sha1(repr(pieces).encode(), usedforsecurity=False).hexdigest()
+        call = self.call_method(
+            "_run",
+            [nodes.ContextReference(), nodes.Const(key), nodes.Const(tuple(pieces))],
+            lineno=tag.lineno,
+        )
+        return nodes.Output([call], lineno=tag.lineno)
+
+    def _validate(self, parser: Parser, conn: str, path: str, text: str, lineno: int) -> None:
+        def fail(message: str, hint: str | None = None) -> SecretReferenceSyntaxError:
+            return SecretReferenceSyntaxError(
+                message, lineno, parser.name, parser.filename, provider=conn, path=path, hint=hint
+            )
+
+        scanner = self._get_scanner()
+        ref = Reference(conn, path, text, 0, 0, lineno)
+        dynamic = scanner.dynamic_path_error(ref)
+        if dynamic:
+            raise fail(dynamic)
+        if not path:
+            raise fail("Empty secret path in reference")
+        resolver: Resolver | None = getattr(self.environment, "secret_resolver", None)
+        if resolver is None:
+            return  # checked again when rendered
+        try:
+            resolver.validate(conn, path)
+        except SecretsError as exc:
+            raise fail(exc.message, exc.hint) from None
+
+    # -- render time ----------------------------------------------------------------
+
+    def _resolver(self, template: str | None, lineno: int | None) -> Resolver:
+        resolver: Resolver | None = self.environment.secret_resolver  # type: ignore[attr-defined]
+        if resolver is None:
+            raise _no_resolver(template, lineno)
+        return resolver
+
+    def _prefetch(self, context: Context, key: str, refs: tuple[tuple[str, str], ...]) -> Any:
+        resolver: Resolver | None = self.environment.secret_resolver  # type: ignore[attr-defined]
+        if resolver is None or resolver.cached_run(key) is not None:
+            return None
+        generation = resolver.generation()
+        if self.environment.is_async:
+            return self._prefetch_async(resolver, context, key, refs, generation)
+        self._store_prefetch(
+            resolver, key, resolver.lookup(refs, template=context.name), generation
+        )
+        return None
+
+    async def _prefetch_async(
+        self, resolver: Resolver, context: Context, key: str, refs: Any, generation: int
+    ) -> None:
+        found = await resolver.lookup_async(refs, template=context.name)
+        self._store_prefetch(resolver, key, found, generation)
+
+    @staticmethod
+    def _store_prefetch(resolver: Resolver, key: str, found: Any, generation: int) -> None:
+        if found and all(not isinstance(v, SecretsError) for v, _ in found.values()):
+            resolver.store_run(key, True, min(exp for _, exp in found.values()), generation)
+
+    def _run(self, context: Context, key: str, pieces: tuple[Piece, ...]) -> Any:
+        env = self.environment
+        resolver: Resolver | None = env.secret_resolver  # type: ignore[attr-defined]
+        autoescape = context.eval_ctx.autoescape
+        if resolver is not None:
+            hit = resolver.cached_run((key, autoescape))
+            if hit is not None:
+                return hit
+        refs = [p for p in pieces if not isinstance(p, str)]
+        resolver = self._resolver(context.name, refs[0][3])
+        generation = resolver.generation()
+        if env.is_async:
+            return self._run_async(resolver, context, key, pieces, refs, generation)
+        found = resolver.lookup([r[:2] for r in refs], template=context.name)
+        return self._join(resolver, context, key, pieces, found, generation)
+
+    async def _run_async(
+        self, resolver: Resolver, context: Context, key: str, pieces: Any, refs: Any, gen: int
+    ) -> Any:
+        found = await resolver.lookup_async([r[:2] for r in refs], template=context.name)
+        return self._join(resolver, context, key, pieces, found, gen)
+
+    def _join(
+        self, resolver: Resolver, context: Context, key: str, pieces: Any, found: Any, gen: int
+    ) -> Any:
+        autoescape = context.eval_ctx.autoescape
+        policy = _on_missing(self.environment, resolver)
+        parts: list[str] = []
+        expires = float("inf")
+        for piece in pieces:
+            if isinstance(piece, str):
+                # Template text is never escaped, as in plain Jinja2.
+                parts.append(Markup(piece) if autoescape else piece)  # noqa: S704
+                continue
+            value, exp = found[piece[:2]]
+            if isinstance(value, SecretsError):
+                value = _missing_value(value, piece, policy, context.name)
+                exp = 0.0
+                if isinstance(value, MissingSecret):
+                    value = ""
+                elif autoescape:
+                    value = Markup(value)  # noqa: S704 - kept reference text is template text
+            parts.append(escape(value) if autoescape else value)
+            expires = min(expires, exp)
+        text = Markup("").join(parts) if autoescape else "".join(parts)
+        resolver.store_run((key, autoescape), text, expires, gen)
+        return text
+
+    def _ref(self, context: Context, conn: str, path: str, text: str, lineno: int) -> Any:
+        """One reference printed on its own (when the environment has a finalize)."""
+        resolver = self._resolver(context.name, lineno)
+        piece = (conn, path, text, lineno)
+        if self.environment.is_async:
+            return self._ref_async(resolver, context, piece)
+        found = resolver.lookup([(conn, path)], template=context.name)
+        return self._value(resolver, context, piece, found)
+
+    async def _ref_async(self, resolver: Resolver, context: Context, piece: Any) -> Any:
+        found = await resolver.lookup_async([piece[:2]], template=context.name)
+        return self._value(resolver, context, piece, found)
+
+    def _value(self, resolver: Resolver, context: Context, piece: Any, found: Any) -> Any:
+        value, _ = found[piece[:2]]
+        if isinstance(value, SecretsError):
+            value = _missing_value(
+                value, piece, _on_missing(self.environment, resolver), context.name
+            )
+            return SecretText(value) if isinstance(value, str) else value
+        return SecretText(value)
+
+
+# -- environment additions ---------------------------------------------------------
+
+
+def install_secret_resolver(
+    environment: Environment,
+    resolver: Resolver | None,
+    *,
+    on_missing: OnMissing | None = None,
+    resolve_values: bool = False,
+) -> None:
+    """Attach ``resolver`` to ``environment`` (bound as ``env.install_secret_resolver``).
+
+    ``on_missing`` overrides the resolver's policy for this environment.
+    ``resolve_values=True`` also resolves references inside printed variable
+    values: only for trusted inputs, since any such string could then read any
+    secret the resolver can reach. Templates compiled before are dropped from
+    the template cache, so they are validated against the new connections.
+    """
+    if on_missing is not None and on_missing not in ON_MISSING:
+        raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
+    env: Any = environment
+    env.secret_resolver = resolver
+    env.secret_on_missing = on_missing
+    if bool(resolve_values) != bool(env.secret_resolve_values):
+        env.secret_resolve_values = bool(resolve_values)
+        if resolve_values:
+            env.finalize = _ResolveValues(env.finalize)
+        elif isinstance(env.finalize, _ResolveValues):
+            env.finalize = env.finalize.inner
+    if environment.cache is not None:
+        environment.cache.clear()
+
+
+class _ResolveValues:
+    """A finalize that resolves references in printed ``str`` values, then
+    calls the environment's own finalize. Resolved values (``SecretText``) and
+    ``Markup`` are not plain ``str`` and are left alone."""
+
+    jinja_pass_arg = _PassArg.context
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, context: Context, value: Any) -> Any:
+        if type(value) is str and SEPARATOR in value:
+            env: Any = context.environment
+            resolver: Resolver | None = env.secret_resolver
+            if resolver is not None and collect(value):
+                try:
+                    value = resolver.resolve(value, on_missing=_on_missing(env, resolver))
+                except SecretsError as exc:
+                    raise exc.locate(*_location(context.name)) from None
+                value = "" if value is None else SecretText(value)
+        inner = self.inner
+        if inner is None:
+            return value
+        arg = _PassArg.from_obj(inner)
+        if arg is _PassArg.context:
+            return inner(context, value)
+        if arg is _PassArg.eval_context:
+            return inner(context.eval_ctx, value)
+        if arg is _PassArg.environment:
+            return inner(context.environment, value)
+        return inner(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ResolveValues) and other.inner == self.inner
+
+    def __hash__(self) -> int:
+        return hash((_ResolveValues, id(self.inner)))
+
+
+@pass_context
+def secret(context: Context, connection: str, path: str) -> Any:
+    """The function form: ``{{ secret("aws", "prod/tls:cert") | indent(4) }}``.
+
+    Paths may be computed. Returns the value (``SecretText``), or under the
+    lenient policies the reference text or a :class:`MissingSecret`.
+    """
+    env: Any = context.environment
+    resolver: Resolver | None = env.secret_resolver
+    if resolver is None:
+        raise _no_resolver(*_location(context.name))
+    text = f"<<{connection}|{SEPARATOR}|{path}>>"
+    if env.is_async:
+        return _secret_async(context, resolver, connection, path, text)
+    found = resolver.lookup([(connection, path)], template=context.name)
+    return _secret_value(context, resolver, (connection, path, text), found)
+
+
+async def _secret_async(
+    context: Context, resolver: Resolver, conn: str, path: str, text: str
+) -> Any:
+    found = await resolver.lookup_async([(conn, path)], template=context.name)
+    return _secret_value(context, resolver, (conn, path, text), found)
+
+
+def _secret_value(
+    context: Context, resolver: Resolver, ref: tuple[str, str, str], found: Any
+) -> Any:
+    value, _ = found[ref[:2]]
+    if isinstance(value, SecretsError):
+        name, lineno = _location(context.name)
+        value = _missing_value(
+            value, (*ref, lineno), _on_missing(context.environment, resolver), name
+        )
+    return SecretText(value) if type(value) is str else value
+
+
+@pass_context
+def resolve_secrets(context: Context, value: Any) -> Any:
+    """Filter: resolve references inside a trusted value (strings, dicts, lists)."""
+    env: Any = context.environment
+    resolver: Resolver | None = env.secret_resolver
+    if resolver is None:
+        raise _no_resolver(*_location(context.name))
+    policy = _on_missing(env, resolver)
+    refs = collect(value)
+    if not refs:
+        return value
+    keys = {r.key for r in refs}
+    if env.is_async:
+        return _resolve_async(context, resolver, value, keys, policy)
+    return _rebuild(context, value, resolver.get_many(keys), policy)
+
+
+async def _resolve_async(
+    context: Context, resolver: Resolver, value: Any, keys: Any, policy: OnMissing
+) -> Any:
+    return _rebuild(context, value, await resolver.get_many_async(keys), policy)
+
+
+def _rebuild(context: Context, value: Any, values: Any, policy: OnMissing) -> Any:
+    try:
+        result = rebuild(value, values, policy)
+    except SecretsError as exc:
+        raise exc.locate(*_location(context.name)) from None
+    if isinstance(result, str) and not isinstance(result, Markup):
+        return SecretText(result)
+    return result

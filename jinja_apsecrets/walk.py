@@ -1,0 +1,87 @@
+"""Nested resolution: find references in dicts, lists and tuples, and rebuild.
+
+The input is never mutated. Containers without references come back as the
+same objects; strings are parsed once and resolved values are never parsed
+again (DESIGN.md rule 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import SecretNotFoundError, SecretsError
+from .reference import Reference, find_references
+
+__all__ = ["collect", "rebuild", "substitute"]
+
+
+def collect(obj: Any, found: list[Reference] | None = None) -> list[Reference]:
+    """Every reference in the strings of ``obj`` (dict values, list and tuple items)."""
+    if found is None:
+        found = []
+    if isinstance(obj, str):
+        found.extend(find_references(obj))
+    elif isinstance(obj, Mapping):
+        for value in obj.values():
+            collect(value, found)
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            collect(item, found)
+    return found
+
+
+def substitute(
+    text: str, values: Mapping[tuple[str, str], str | SecretsError], on_missing: str
+) -> Any:
+    """``text`` with its references replaced by ``values``.
+
+    A string that is exactly one reference becomes the value itself (or
+    ``None`` under ``on_missing="undefined"``).
+    """
+    refs = find_references(text)
+    if not refs:
+        return text
+    if len(refs) == 1 and refs[0].start == 0 and refs[0].end == len(text):
+        ref = refs[0]
+        value = values[ref.key]
+        if isinstance(value, SecretsError):
+            return _missing(ref, value, on_missing, whole=True)
+        return value
+    out: list[str] = []
+    pos = 0
+    for ref in refs:
+        out.append(text[pos : ref.start])
+        value = values[ref.key]
+        if isinstance(value, SecretsError):
+            out.append(_missing(ref, value, on_missing, whole=False) or "")
+        else:
+            out.append(value)
+        pos = ref.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _missing(ref: Reference, error: SecretsError, on_missing: str, *, whole: bool) -> str | None:
+    if on_missing == "error" or not isinstance(error, SecretNotFoundError):
+        raise error
+    if on_missing == "keep":
+        return ref.text
+    return None if whole else ""
+
+
+def rebuild(obj: Any, values: Mapping[tuple[str, str], str | SecretsError], on_missing: str) -> Any:
+    """A copy of ``obj`` with references resolved; unchanged parts are shared."""
+    if isinstance(obj, str):
+        return substitute(obj, values, on_missing)
+    if isinstance(obj, Mapping):
+        items = {k: rebuild(v, values, on_missing) for k, v in obj.items()}
+        if all(items[k] is v for k, v in obj.items()):
+            return obj
+        return items
+    if isinstance(obj, (list, tuple)):
+        new = [rebuild(v, values, on_missing) for v in obj]
+        if all(a is b for a, b in zip(new, obj, strict=True)):
+            return obj
+        return type(obj)(new) if type(obj) in (list, tuple) else new
+    return obj
