@@ -1,0 +1,476 @@
+"""The ``aws`` provider against a real ``moto_server`` on 127.0.0.1.
+
+One server serves most tests and is reset before each. Tests of IAM (the
+spec's policy, wrong credentials) get a server of their own with moto's IAM
+checks switched on, which cannot be switched off again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jinja2
+import pytest
+from servers import Server, closed_port, find_binary, free_port, http_ok, start_server
+
+from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
+from jinja_apsecrets.providers.aws import AwsProvider
+from jinja_apsecrets.providers.base import Locator, SecretId
+from jinja_apsecrets.resolver import Resolver
+from jinja_apsecrets.testing import ProviderContract
+
+pytestmark = pytest.mark.server
+
+REGION = "us-east-1"
+SPEC_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue", "secretsmanager:ListSecrets"],
+            "Resource": "*",
+        }
+    ],
+}
+
+
+def start_moto(log: Path) -> Server:
+    port = free_port()
+    argv = [find_binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    return start_server(argv, port=port, ready=lambda url: http_ok(url + "/moto-api/"), log=log)
+
+
+def moto_api(server: Server, action: str, body: bytes = b"") -> None:
+    # text/plain keeps the body out of form parsing, where moto would not see it.
+    request = urllib.request.Request(
+        f"{server.url}/moto-api/{action}", data=body, headers={"Content-Type": "text/plain"}
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+def admin_client(server: Server) -> Any:
+    return admin_session().client("secretsmanager", endpoint_url=server.url)
+
+
+def admin_session() -> boto3.session.Session:
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=REGION
+    )
+
+
+def make(url: str, **options: Any) -> AwsProvider:
+    keys = {"accessKeyId": "testing", "secretAccessKey": "testing"}
+    return AwsProvider("aws", {"region": REGION, "endpointUrl": url, **keys, **options})
+
+
+def count_calls(provider: AwsProvider) -> Counter[str]:
+    """Secrets Manager operations the provider sends, by name (retries not counted)."""
+    calls: Counter[str] = Counter()
+    provider.client.meta.events.register(
+        "before-call.secretsmanager", lambda model, **_: calls.update([model.name])
+    )
+    return calls
+
+
+def render(resolver: Resolver, source: str) -> str:
+    env = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"])
+    env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    return env.from_string(source).render()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sm(moto: Server) -> Any:
+    """An admin boto3 client on a freshly reset server."""
+    moto_api(moto, "reset")
+    return admin_client(moto)
+
+
+@pytest.fixture
+def provider(moto: Server, sm: Any) -> Iterator[AwsProvider]:
+    aws = make(moto.url)
+    yield aws
+    aws.close()
+
+
+@pytest.fixture
+def calls(provider: AwsProvider) -> Counter[str]:
+    return count_calls(provider)
+
+
+@pytest.fixture
+def resolver(provider: AwsProvider) -> Resolver:
+    return Resolver({"aws": provider})
+
+
+def put(sm: Any, name: str, value: object) -> Any:
+    """Create secret ``name``: JSON text for objects, else the string or bytes as given."""
+    if isinstance(value, bytes):
+        return sm.create_secret(Name=name, SecretBinary=value)
+    text = value if isinstance(value, str) else json.dumps(value)
+    return sm.create_secret(Name=name, SecretString=text)
+
+
+class TestPaths:
+    aws = AwsProvider("aws", {})
+
+    @pytest.mark.parametrize(
+        ("path", "locator"),
+        [
+            ("prod/api-keys:slack_token", Locator(SecretId("prod/api-keys"), "slack_token")),
+            ("db:a:b", Locator(SecretId("db"), "a:b")),
+            ("a+b=c.d@e_f-g:k", Locator(SecretId("a+b=c.d@e_f-g"), "k")),
+            (
+                "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf:password",
+                Locator(
+                    SecretId("arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf"),
+                    "password",
+                ),
+            ),
+            (
+                "prod/db:password?versionStage=AWSPREVIOUS",
+                Locator(SecretId("prod/db", "versionStage=AWSPREVIOUS"), "password"),
+            ),
+            ("prod/db:pw?versionId=v-1", Locator(SecretId("prod/db", "versionId=v-1"), "pw")),
+            ("prod/db:what?", Locator(SecretId("prod/db"), "what?")),
+        ],
+    )
+    def test_parses(self, path: str, locator: Locator) -> None:
+        assert self.aws.parse_path(path) == locator
+
+    @pytest.mark.parametrize(
+        "path",
+        [
+            "prod/api-keys",
+            "prod/api-keys:",
+            ":slack_token",
+            "prod/db?versionStage=AWSPREVIOUS",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf:",
+        ],
+    )
+    def test_no_key_is_the_specs_validation_error(self, path: str) -> None:
+        with pytest.raises(SecretValidationError) as info:
+            self.aws.parse_path(path)
+        assert info.value.message == "Wrong key format. Should be secretName:secretJsonKey"
+        assert info.value.to_dict()["request"] == {"path": path}
+
+    @pytest.mark.parametrize(
+        "path", ["prod db:key", "prod/db!:key", "arn:aws:s3:::bucket:key", "arn:aws:x"]
+    )
+    def test_bad_names_fail_offline(self, path: str) -> None:
+        with pytest.raises(SecretValidationError):
+            self.aws.parse_path(path)
+
+    def test_plan_batches_twenty_unversioned_ids_then_versioned_alone(self) -> None:
+        ids = [SecretId(f"s{i}") for i in range(45)] + [SecretId("v", "versionStage=X")] * 2
+        assert [len(batch) for batch in self.aws.plan(ids)] == [20, 20, 5, 1, 1]
+
+    def test_plan_without_batch_get_is_one_id_per_batch(self) -> None:
+        aws = AwsProvider("aws", {"batchGet": False})
+        assert aws.plan([SecretId("a"), SecretId("b")]) == [[SecretId("a")], [SecretId("b")]]
+
+
+class TestOptions:
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"accessKeyId": "AKIA"},
+            {"secretAccessKey": "s3cr3t"},
+            {"sessionToken": "tok"},
+            {"profile": "dev", "accessKeyId": "AKIA", "secretAccessKey": "s3cr3t"},
+            {"endpointUrl": "127.0.0.1:4566"},
+            {"connectTimeout": 0},
+            {"maxAttempts": 0},
+            {"bucket": "x"},
+        ],
+    )
+    def test_bad_options_fail_offline(self, options: dict[str, Any]) -> None:
+        with pytest.raises(SecretValidationError):
+            AwsProvider("aws", options)
+
+    def test_construction_is_offline_and_credentials_stay_out_of_repr(self) -> None:
+        url = f"http://127.0.0.1:{closed_port()}"
+        aws = make(url, accessKeyId="AKIAEXAMPLE", secretAccessKey="wJalrXUtnFEMI")
+        assert aws.parse_path("a:b") == Locator(SecretId("a"), "b")
+        assert "wJalrXUtnFEMI" not in repr(aws) + repr(Resolver({"aws": aws}))
+
+    def test_client_is_created_once_across_threads(self, moto: Server) -> None:
+        aws = make(moto.url)
+        with ThreadPoolExecutor(8) as pool:
+            clients = list(pool.map(lambda _: aws.client, range(32)))
+        assert len({id(c) for c in clients}) == 1
+
+    def test_pickle_leaves_the_client_out(self, provider: AwsProvider, sm: Any) -> None:
+        put(sm, "p", {"k": "value-1"})
+        assert Resolver({"aws": provider}).get("aws", "p:k") == "value-1"
+        clone = pickle.loads(pickle.dumps(provider))
+        assert Resolver({"aws": clone}).get("aws", "p:k") == "value-1"
+
+
+class TestValues:
+    def test_json_keys_as_text(self, resolver: Resolver, sm: Any) -> None:
+        doc = {"s": "xoxb-1", "n": 5432, "f": 1.5, "b": True, "z": None, "o": {"a": [1, "é"]}}
+        put(sm, "prod/api-keys", doc)
+        got = {k: resolver.get("aws", f"prod/api-keys:{k}") for k in doc}
+        assert got == {
+            "s": "xoxb-1",
+            "n": "5432",
+            "f": "1.5",
+            "b": "true",
+            "z": "null",
+            "o": '{"a":[1,"é"]}',
+        }
+
+    def test_arn_references(self, resolver: Resolver, sm: Any, calls: Counter[str]) -> None:
+        arn = put(sm, "prod/db", {"password": "pw-arn"})["ARN"]
+        put(sm, "prod/other", {"k": "other"})
+        assert resolver.get("aws", f"{arn}:password") == "pw-arn"
+        batch = Resolver({"aws": resolver.connections["aws"]})
+        results = batch.get_many([("aws", f"{arn}:password"), ("aws", "prod/other:k")])
+        assert list(results.values()) == ["pw-arn", "other"]
+        assert calls == {"GetSecretValue": 1, "BatchGetSecretValue": 1}
+
+    def test_version_stages_and_ids(self, resolver: Resolver, sm: Any) -> None:
+        first = put(sm, "rotating", {"pw": "old-pw"})["VersionId"]
+        sm.put_secret_value(SecretId="rotating", SecretString=json.dumps({"pw": "new-pw"}))
+        assert resolver.get("aws", "rotating:pw") == "new-pw"
+        assert resolver.get("aws", "rotating:pw?versionStage=AWSCURRENT") == "new-pw"
+        assert resolver.get("aws", "rotating:pw?versionStage=AWSPREVIOUS") == "old-pw"
+        assert resolver.get("aws", f"rotating:pw?versionId={first}") == "old-pw"
+
+    def test_unknown_version_stage(self, resolver: Resolver, sm: Any) -> None:
+        put(sm, "rotating", {"pw": "old-pw"})
+        with pytest.raises(SecretNotFoundError):
+            resolver.get("aws", "rotating:pw?versionStage=NOPE")
+
+
+class TestBatching:
+    def test_45_secrets_cost_three_batch_calls(
+        self, resolver: Resolver, sm: Any, calls: Counter[str]
+    ) -> None:
+        for i in range(45):
+            put(sm, f"app/s{i:02d}", {"value": f"v-{i:02d}"})
+        source = "\n".join(f"<<aws|ap_sep_v1|app/s{i:02d}:value>>" for i in range(45))
+        assert render(resolver, source) == "\n".join(f"v-{i:02d}" for i in range(45))
+        assert calls == {"BatchGetSecretValue": 3}
+
+    def test_ten_keys_of_one_secret_cost_one_call(
+        self, resolver: Resolver, sm: Any, calls: Counter[str]
+    ) -> None:
+        put(sm, "app/config", {f"k{i}": f"value-{i}" for i in range(10)})
+        source = " ".join(f"<<aws|ap_sep_v1|app/config:k{i}>>" for i in range(10))
+        assert render(resolver, source) == " ".join(f"value-{i}" for i in range(10))
+        assert calls == {"GetSecretValue": 1}
+
+
+BAD_SECRETS: dict[str, tuple[object, str]] = {
+    # name: (stored value, what the message must say)
+    "bad/binary": (b'{"token": "bin-value-1"}', "is binary"),
+    "bad/text": ("plain-text-value-1", "is not a JSON object"),
+    "bad/array": ('["array-value-1"]', "is not a JSON object"),
+}
+
+
+class TestErrors:
+    @pytest.fixture
+    def stored(self, sm: Any) -> list[str]:
+        put(sm, "good", {"token": "good-value-1"})
+        put(sm, "gone", {"token": "deleted-value-1"})
+        sm.delete_secret(SecretId="gone")
+        for name, (value, _) in BAD_SECRETS.items():
+            put(sm, name, value)
+        return ["good-value-1", "deleted-value-1", "bin-value-1", "plain-text-value-1"]
+
+    CASES = [
+        ("good:nope", "Secret value for key nope not found"),
+        ("missing:token", "Secret missing not found"),
+        ("gone:token", "Secret gone is marked for deletion"),
+        *((f"{name}:token", says) for name, (_, says) in BAD_SECRETS.items()),
+    ]
+
+    @pytest.mark.parametrize(("path", "says"), CASES)
+    def test_single_read(self, resolver: Resolver, stored: list[str], path: str, says: str) -> None:
+        with pytest.raises(SecretNotFoundError) as info:
+            resolver.get("aws", path)
+        self.assert_safe(info.value, path, says, stored)
+
+    @pytest.mark.parametrize(("path", "says"), CASES)
+    def test_per_item_errors_of_a_batch(
+        self, resolver: Resolver, stored: list[str], calls: Counter[str], path: str, says: str
+    ) -> None:
+        refs = [("aws", path), ("aws", "good:token"), ("aws", "missing2:token")]
+        results = resolver.get_many(refs)
+        assert results[("aws", "good:token")] == "good-value-1"
+        error = results[("aws", path)]
+        assert isinstance(error, SecretNotFoundError)
+        self.assert_safe(error, path, says, stored)
+        assert calls["BatchGetSecretValue"] == 1
+
+    @staticmethod
+    def assert_safe(error: SecretNotFoundError, path: str, says: str, values: list[str]) -> None:
+        assert says in error.message
+        assert error.code == "SECRET_MANAGER_GET_SECRET_FAILED"
+        assert (error.provider, error.path) == ("aws", path)
+        shown = str(error) + repr(error) + json.dumps(error.to_dict())
+        assert not [v for v in values if v in shown]
+
+
+@pytest.fixture(scope="class")
+def iam_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A server with IAM checks on, user ``app`` holding the spec's policy, and
+    secrets ``iam/s0`` .. ``iam/s5``. Yields the server and app's keys."""
+    server = start_moto(tmp_path_factory.mktemp("moto-iam") / "moto.log")
+    try:
+        iam = admin_session().client("iam", endpoint_url=server.url)
+        sm = admin_client(server)
+        iam.create_user(UserName="app")
+        iam.put_user_policy(
+            UserName="app", PolicyName="spec", PolicyDocument=json.dumps(SPEC_POLICY)
+        )
+        key = iam.create_access_key(UserName="app")["AccessKey"]
+        for i in range(6):
+            put(sm, f"iam/s{i}", {"v": f"iam-value-{i}"})
+        moto_api(server, "reset-auth", b"0")  # every later request is authorized
+        yield server, {"accessKeyId": key["AccessKeyId"], "secretAccessKey": key["SecretAccessKey"]}
+    finally:
+        server.stop()
+
+
+class TestSpecIamPolicy:
+    """The spec's policy grants GetSecretValue and ListSecrets, not BatchGetSecretValue."""
+
+    def test_batch_denied_falls_back_and_remembers(
+        self, iam_moto: tuple[Server, dict[str, str]]
+    ) -> None:
+        server, keys = iam_moto
+        aws = make(server.url, **keys)
+        calls = count_calls(aws)
+        resolver = Resolver({"aws": aws})
+        first = resolver.get_many([("aws", f"iam/s{i}:v") for i in range(3)])
+        assert list(first.values()) == [f"iam-value-{i}" for i in range(3)]
+        assert calls == {"BatchGetSecretValue": 1, "GetSecretValue": 3}
+        second = resolver.get_many([("aws", f"iam/s{i}:v") for i in range(3, 6)])
+        assert list(second.values()) == [f"iam-value-{i}" for i in range(3, 6)]
+        assert calls == {"BatchGetSecretValue": 1, "GetSecretValue": 6}
+
+    def test_check_passes(self, iam_moto: tuple[Server, dict[str, str]]) -> None:
+        server, keys = iam_moto
+        make(server.url, **keys).check()
+
+    @pytest.mark.parametrize(
+        "keys",
+        [
+            {"accessKeyId": "AKIANOSUCHKEY0000000", "secretAccessKey": "wrong"},
+            None,  # app's key id with a wrong secret key
+        ],
+    )
+    def test_wrong_credentials(
+        self, iam_moto: tuple[Server, dict[str, str]], keys: dict[str, str] | None
+    ) -> None:
+        server, app = iam_moto
+        aws = make(server.url, **(keys or {**app, "secretAccessKey": "wrong"}))
+        with pytest.raises(SecretConnectionError) as info:
+            aws.check()
+        assert info.value.hint == "Verify IAM credentials are correct"
+        with pytest.raises(SecretConnectionError):
+            Resolver({"aws": aws}).get("aws", "iam/s0:v")
+
+
+class TestConnectionFailures:
+    def test_wrong_credentials_against_a_closed_port(self) -> None:
+        aws = make(f"http://127.0.0.1:{closed_port()}", accessKeyId="AKIAX", secretAccessKey="no")
+        with pytest.raises(SecretConnectionError) as info:
+            aws.check()
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert "Check network connectivity" in (info.value.hint or "")
+        with pytest.raises(SecretConnectionError):
+            Resolver({"aws": aws}).get("aws", "prod/db:password")
+
+    def test_no_region(self, moto: Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        aws = AwsProvider(
+            "aws", {"endpointUrl": moto.url, "accessKeyId": "a", "secretAccessKey": "b"}
+        )
+        with pytest.raises(SecretConnectionError) as info:
+            aws.check()
+        assert info.value.hint == "Ensure region is correct"
+
+    def test_unknown_profile(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+        with pytest.raises(SecretConnectionError, match="profile 'nope' not found"):
+            AwsProvider("aws", {"profile": "nope", "region": REGION}).check()
+
+
+class TestBotocoreLogging:
+    """botocore logs response bodies at DEBUG (boto3 issue 2292)."""
+
+    def test_plain_botocore_would_leak(
+        self, moto: Server, sm: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        put(sm, "logged", {"token": "leaky-value-1"})
+        with caplog.at_level(logging.DEBUG):
+            admin_client(moto).get_secret_value(SecretId="logged")
+        assert "leaky-value-1" in caplog.text
+
+    @pytest.mark.parametrize("batch", [True, False])
+    def test_fetches_are_redacted(
+        self, provider: AwsProvider, sm: Any, caplog: pytest.LogCaptureFixture, batch: bool
+    ) -> None:
+        for i in range(3):
+            put(sm, f"logged{i}", {"token": f"leaky-value-{i}"})
+        aws = provider if batch else make(provider.options["endpointUrl"], batchGet=False)
+        with caplog.at_level(logging.DEBUG):
+            results = Resolver({"aws": aws}).get_many(
+                [("aws", f"logged{i}:token") for i in range(3)]
+            )
+        assert sorted(map(str, results.values())) == [f"leaky-value-{i}" for i in range(3)]
+        assert "leaky-value" not in caplog.text
+        assert any(r.name.startswith("botocore") for r in caplog.records)
+
+    def test_other_botocore_use_is_untouched(
+        self, provider: AwsProvider, moto: Server, sm: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        put(sm, "logged", {"token": "own-value-1"})
+        assert Resolver({"aws": provider}).get("aws", "logged:token") == "own-value-1"
+        with caplog.at_level(logging.DEBUG):
+            admin_client(moto).get_secret_value(SecretId="logged")
+        assert "own-value-1" in caplog.text
+
+
+class TestAwsContract(ProviderContract):
+    @pytest.fixture
+    def known(self, sm: Any) -> Mapping[str, str]:
+        put(sm, "contract/db", {"user": "admin-user", "password": "db-password-1"})
+        put(sm, "contract/api", {"token": "api-token-1"})
+        return {
+            "contract/db:user": "admin-user",
+            "contract/db:password": "db-password-1",
+            "contract/api:token": "api-token-1",
+        }
+
+    @pytest.fixture
+    def missing(self, sm: Any) -> list[str]:
+        return ["contract/none:token", "contract/db2:password"]
+
+    @pytest.fixture
+    def invalid(self) -> list[str]:
+        return ["contract/db", "contract/db:", ":password", "bad name:key"]
