@@ -1,0 +1,533 @@
+"""``hashicorp``: KV v1 and v2 secrets from HashiCorp Vault or OpenBao, through hvac.
+
+Path grammar (the spec's): ``mount/data/path/key`` on a KV v2 mount,
+``mount/path/key`` on a KV v1 mount, and ``?version=N`` after either form on
+KV v2. The last segment is always the key; everything before it is the secret
+path, read once however many of its keys a template uses.
+
+Which part of the secret path is the mount, and which KV version it runs, is
+not guessed from the text: mounts may have slashes in their names
+(``team/kv``), and ``data`` may be a folder on a KV v1 mount. The first read
+below a mount asks the server (``sys/internal/ui/mounts/<path>``, which any
+token with access below the mount may read; ``sys/mounts`` as a fallback) and
+the answer is cached per mount. Vault refuses nested mounts, so the longest
+cached prefix is the mount.
+
+Authentication: AppRole when ``roleId`` and ``secretId`` are set, otherwise a
+token (``token``, else ``VAULT_TOKEN``). The token is shared by every thread,
+renewed while renewable, and replaced by one new login when it expires or a
+read is refused because it is no longer valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import hvac
+import hvac.exceptions
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..errors import (
+    SecretConnectionError,
+    SecretNotFoundError,
+    SecretsError,
+    SecretValidationError,
+)
+from .base import Document, FetchResult, Field, Locator, Provider, SecretId
+
+__all__ = ["VaultProvider"]
+
+log = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"version=([1-9][0-9]{0,9})\Z")
+#: Connecting is quick or hopeless: a server that is down fails fast.
+_CONNECT_TIMEOUT = 3.0
+#: Connections kept per host; above the resolver's usual per-connection bound.
+_POOL_SIZE = 32
+#: Renew a renewable token once less than this share of its lease is left.
+_RENEW_SHARE = 1 / 3
+_KV_TYPES = ("kv", "generic")
+
+
+@dataclass(frozen=True)
+class _Mount:
+    """A secrets engine mount: ``path`` ends with ``/``; ``kv`` is 1, 2 or 0 (not KV)."""
+
+    path: str
+    type: str
+    kv: int
+
+
+class _Denied(Exception):
+    """A 403 on some request of a read; the caller decides what it means."""
+
+
+class _MissingData(dict[str, Any]):
+    """The document of a KV v2 path written without ``data/``.
+
+    :meth:`VaultProvider.select` turns it into a VALIDATION error naming the
+    corrected path with the reference's own key, which :meth:`fetch` (given
+    secret ids, not keys) could not name.
+    """
+
+    def __init__(self, mount: str, rest: str, version: str | None) -> None:
+        super().__init__()
+        self.mount, self.rest, self.version = mount, rest, version
+
+    def suggestion(self, key: str | None) -> str:
+        query = f"?{self.version}" if self.version else ""
+        return f"{self.mount}data/{self.rest}/{key}{query}"
+
+
+class VaultProvider(Provider):
+    """HashiCorp Vault / OpenBao KV secrets. See the module docstring."""
+
+    id = "hashicorp"
+    fields = {
+        "url": Field(
+            str, doc="the server address, e.g. https://vault.example.com:8200; else VAULT_ADDR"
+        ),
+        "roleId": Field(str, doc="AppRole role id (with secretId)"),
+        "secretId": Field(str, secret=True, doc="AppRole secret id (with roleId)"),
+        "namespace": Field(str, doc="Vault Enterprise / OpenBao namespace, e.g. team-a"),
+        "token": Field(
+            str, secret=True, doc="a Vault token when not using AppRole; else VAULT_TOKEN"
+        ),
+        "caCert": Field(
+            str, is_path=True, doc="CA bundle (PEM) that signed the server's certificate"
+        ),
+        "verify": Field(bool, default=True, doc="verify the server's TLS certificate"),
+        "appRoleMount": Field(
+            str, default="approle", doc="where the AppRole auth method is mounted"
+        ),
+        "timeout": Field(float, default=10.0, doc="seconds to wait for a response"),
+    }
+    max_batch = 1  # Vault has no batch read: one read per secret path.
+    path_format = "mount/data/path/key (KV v2) or mount/path/key (KV v1), optionally ?version=N"
+    troubleshooting = (
+        "Verify Vault URL is accessible",
+        "Check AppRole credentials are valid",
+        "Ensure policy grants sys/mounts read permission",
+    )
+
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name, options)
+        opts = self.options
+        self.url: str = (opts["url"] or os.environ.get("VAULT_ADDR") or "").rstrip("/")
+        if not self.url:
+            raise SecretValidationError(
+                f"connections.{name}.url: required field is missing (or set VAULT_ADDR)",
+                provider=name,
+            )
+        if not self.url.startswith(("http://", "https://")):
+            raise SecretValidationError(
+                f"connections.{name}.url: expected an address starting with http:// or https://",
+                provider=name,
+            )
+        if bool(opts["roleId"]) != bool(opts["secretId"]):
+            given, absent = ("roleId", "secretId") if opts["roleId"] else ("secretId", "roleId")
+            raise SecretValidationError(
+                f"connections.{name}: {given} is set but {absent} is not; AppRole needs both",
+                provider=name,
+            )
+        #: The clock for token lifetimes; tests may replace it.
+        self.clock: Callable[[], float] = time.monotonic
+        self._lock = threading.Lock()  # client and token state
+        self._mount_lock = threading.Lock()  # mount discovery, one at a time
+        self._client: hvac.Client | None = None
+        self._token: str | None = None
+        self._deadline: float | None = None  # None: the token does not expire
+        self._lease = 0.0
+        self._renewable = False
+        self._mounts: dict[str, _Mount] = {}
+
+    @property
+    def uses_approle(self) -> bool:
+        """AppRole login (roleId and secretId set), else a fixed token."""
+        return bool(self.options["roleId"])
+
+    # -- paths -------------------------------------------------------------------
+
+    def parse_path(self, path: str) -> Locator:
+        """Split ``path`` into secret path, key and version; offline.
+
+        The mount and KV version are learnt at fetch time, so a KV v2 path
+        without ``data/`` is reported then.
+        """
+        base, has_query, query = path.partition("?")
+        version = None
+        if has_query:
+            match = _VERSION.match(query)
+            if match is None:
+                raise self.invalid(
+                    path, f"Wrong version {query!r}: only ?version=N with N >= 1 is supported"
+                )
+            version = f"version={match.group(1)}"
+        parts = base.split("/")
+        if len(parts) < 3 or not all(parts):
+            raise self.invalid(path, f"Wrong key format. Should be {self.path_format}")
+        if any(p in (".", "..") for p in parts):
+            raise self.invalid(path, f"'.' and '..' are not allowed in Vault paths: {base}")
+        return Locator(SecretId("/".join(parts[:-1]), version), parts[-1])
+
+    def select(self, document: Document, locator: Locator) -> str:
+        if isinstance(document, _MissingData):
+            raise SecretValidationError(
+                f"Mount {document.mount} is KV version 2: paths need data/ after the mount: "
+                f"did you mean {document.suggestion(locator.key)}?"
+            )
+        return super().select(document, locator)
+
+    # -- client and token ----------------------------------------------------------
+
+    @property
+    def client(self) -> hvac.Client:
+        """The hvac client, created on first use (no network)."""
+        with self._lock:
+            return self._client_locked()
+
+    def _client_locked(self) -> hvac.Client:
+        if self._client is None:
+            opts = self.options
+            verify: bool | str = bool(opts["verify"])
+            if verify and opts["caCert"]:
+                verify = os.path.expanduser(opts["caCert"])
+            session = requests.Session()
+            session.verify = verify  # hvac prefers a given session's own setting
+            for prefix in ("http://", "https://"):
+                session.mount(prefix, HTTPAdapter(pool_maxsize=_POOL_SIZE))
+            timeout = float(opts["timeout"])
+            self._client = hvac.Client(
+                url=self.url,
+                token="",  # not VAULT_TOKEN behind our back: set after login
+                verify=verify,
+                timeout=(min(_CONNECT_TIMEOUT, timeout), timeout),
+                session=session,
+                namespace=opts["namespace"] or None,
+            )
+        return self._client
+
+    def _ensure_token(self) -> str:
+        """A token believed valid: log in, renew or log in again as needed."""
+        with self._lock:
+            self._client_locked()
+            if self._token is None:
+                self._login_locked()
+            elif self._deadline is not None:
+                left = self._deadline - self.clock()
+                if left <= 0:
+                    log.debug("connection %s: token expired, logging in again", self.name)
+                    self._login_locked()
+                elif self._renewable and left < self._lease * _RENEW_SHARE:
+                    self._renew_locked()
+            assert self._token is not None
+            return self._token
+
+    def _login_locked(self) -> None:
+        client = self._client_locked()
+        self._token = None
+        client.token = ""
+        started = self.clock()
+        if self.uses_approle:
+            try:
+                response = client.auth.approle.login(
+                    role_id=self.options["roleId"],
+                    secret_id=self.options["secretId"],
+                    mount_point=self.options["appRoleMount"],
+                    use_token=False,
+                )
+            except (
+                hvac.exceptions.InvalidRequest,
+                hvac.exceptions.Forbidden,
+                hvac.exceptions.Unauthorized,
+                hvac.exceptions.InvalidPath,
+            ) as exc:
+                raise self._connection_error(
+                    f"No token received: AppRole login failed ({_reason(exc)})"
+                ) from None
+            auth = response.get("auth") if isinstance(response, Mapping) else None
+            token = auth.get("client_token") if isinstance(auth, Mapping) else None
+            if not token or not isinstance(auth, Mapping):
+                raise self._connection_error("No token received from the AppRole login")
+            lease, renewable = auth.get("lease_duration"), auth.get("renewable")
+            log.debug("connection %s: logged in with AppRole", self.name)
+        else:
+            token = self.options["token"] or os.environ.get("VAULT_TOKEN")
+            if not token:
+                raise self._connection_error(
+                    "No token received: set roleId and secretId, or token, or VAULT_TOKEN"
+                )
+            client.token = token
+            try:
+                data = client.auth.token.lookup_self()["data"]
+            except hvac.exceptions.Forbidden:
+                raise self._connection_error(
+                    "Vault rejected the token: it is expired, revoked or unknown"
+                ) from None
+            lease, renewable = data.get("ttl"), data.get("renewable")
+        self._set_token(str(token), lease, renewable, started)
+
+    def _set_token(self, token: str, lease: Any, renewable: Any, started: float) -> None:
+        self._token = token
+        self._client_locked().token = token
+        self._lease = float(lease or 0)
+        self._deadline = started + self._lease if self._lease > 0 else None
+        self._renewable = bool(renewable) and self._deadline is not None
+
+    def _renew_locked(self) -> None:
+        client = self._client_locked()
+        started = self.clock()
+        try:
+            auth = client.auth.token.renew_self()["auth"]
+        except hvac.exceptions.VaultError as exc:
+            log.debug("connection %s: renewal refused (%s)", self.name, _reason(exc))
+            self._renewable = False  # log in again when it expires
+            return
+        previous = self._lease
+        assert self._token is not None
+        self._set_token(self._token, auth.get("lease_duration"), auth.get("renewable"), started)
+        if self._lease < previous:  # capped by max TTL: renewing again gains nothing
+            self._renewable = False
+        log.debug("connection %s: token renewed", self.name)
+
+    def _token_alive(self) -> bool:
+        try:
+            self._client_locked().auth.token.lookup_self()
+        except hvac.exceptions.Forbidden:
+            return False
+        return True
+
+    def _retry_after_denial(self, used: str) -> bool:
+        """After a 403: ``True`` if a fresh token is in place to retry with."""
+        with self._lock:
+            if self._token != used:
+                return True  # another thread logged in meanwhile
+            if self._token_alive():
+                return False  # the token is fine: its policies refuse the path
+            if not self.uses_approle:
+                raise self._connection_error(
+                    "Vault rejected the token: it is expired, revoked or unknown"
+                )
+            log.debug("connection %s: token no longer valid, logging in again", self.name)
+            self._login_locked()
+            return True
+
+    def _authorized(self, op: Callable[[], Document]) -> Document:
+        """Run ``op`` with a valid token; on a 403 for a dead token log in once and retry."""
+        used = self._ensure_token()
+        try:
+            return op()
+        except _Denied as denied:
+            if not self._retry_after_denial(used):
+                raise SecretNotFoundError(str(denied)) from None
+        try:
+            return op()
+        except _Denied as denied:
+            raise SecretNotFoundError(str(denied)) from None
+
+    # -- mounts --------------------------------------------------------------------
+
+    def _mount_for(self, path: str) -> _Mount:
+        cached = self._cached_mount(path)
+        if cached is not None:
+            return cached
+        with self._mount_lock:
+            cached = self._cached_mount(path)
+            if cached is None:
+                cached = self._discover_mount(path)
+                if cached.path.endswith("/"):
+                    # Copy on write: readers iterate without the lock.
+                    self._mounts = {**self._mounts, cached.path: cached}
+            return cached
+
+    def _cached_mount(self, path: str) -> _Mount | None:
+        return _longest_prefix(self._mounts.values(), path)
+
+    def _discover_mount(self, path: str) -> _Mount:
+        adapter = self.client.adapter
+        try:
+            response = adapter.get(f"/v1/sys/internal/ui/mounts/{quote(path)}")
+            mount = _mount_of(response["data"])
+            if mount.path and (path + "/").startswith(mount.path):
+                return mount
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+            pass  # nothing mounted there, no access below it, or an old server
+        try:
+            response = adapter.get("/v1/sys/mounts")
+        except hvac.exceptions.Forbidden:
+            raise _Denied(
+                f"Permission denied for path {path}: the token's policies grant nothing "
+                "below its mount (or nothing is mounted there), and it may not read sys/mounts"
+            ) from None
+        table = response.get("data") or response
+        mounts = [
+            _mount_of({**info, "path": key})
+            for key, info in table.items()
+            if isinstance(info, Mapping) and isinstance(key, str) and key.endswith("/")
+        ]
+        found = _longest_prefix(mounts, path)
+        if found is None:
+            raise SecretNotFoundError(
+                f"Secret {path} not found: no secrets engine is mounted there"
+            )
+        return found
+
+    # -- fetching ------------------------------------------------------------------
+
+    def fetch(self, ids: Sequence[SecretId]) -> FetchResult:
+        """Read each secret path once; KV v2 gives its ``data``, KV v1 its keys."""
+        out: dict[SecretId, Document | SecretsError] = {}
+        with self._transport():
+            for sid in ids:
+                try:
+                    out[sid] = self._authorized(functools.partial(self._read, sid))
+                except SecretConnectionError:
+                    raise
+                except SecretsError as exc:
+                    out[sid] = exc
+        return out
+
+    def _read(self, sid: SecretId) -> Document:
+        path = sid.name
+        mount = self._mount_for(path)
+        if mount.kv == 0:
+            raise SecretValidationError(
+                f"{path} is on a {mount.type} secrets engine ({mount.path}), not KV v1 or v2"
+            )
+        rest = path[len(mount.path) :]
+        params: dict[str, str] = {}
+        if mount.kv == 2:
+            data_rest = rest[len("data/") :] if rest.startswith("data/") else ""
+            if not data_rest:
+                if rest in ("data", "data/"):
+                    raise SecretValidationError(
+                        f"{path} names no secret. Should be {self.path_format}"
+                    )
+                return _MissingData(mount.path, rest, sid.version)
+            if sid.version:
+                params["version"] = sid.version.partition("=")[2]
+        elif sid.version:
+            raise SecretValidationError(
+                f"?{sid.version} needs a KV v2 mount; {mount.path} is KV version 1"
+            )
+        try:
+            response = self.client.adapter.get(f"/v1/{quote(path)}", params=params or None)
+        except hvac.exceptions.Forbidden:
+            raise _Denied(f"Permission denied for path {path}") from None
+        except hvac.exceptions.InvalidPath:
+            raise SecretNotFoundError(self._not_found(path, mount, rest, sid)) from None
+        except (
+            hvac.exceptions.InvalidRequest,
+            hvac.exceptions.InternalServerError,
+            hvac.exceptions.RateLimitExceeded,
+            hvac.exceptions.UnexpectedError,
+        ) as exc:
+            raise SecretNotFoundError(f"Vault refused reading {path}: {_reason(exc)}") from None
+        data = response.get("data") if isinstance(response, Mapping) else None
+        if mount.kv == 2 and isinstance(data, Mapping):
+            data = data.get("data")
+        if not isinstance(data, Mapping):
+            raise SecretNotFoundError(f"Secret {path} has no data")
+        return data
+
+    @staticmethod
+    def _not_found(path: str, mount: _Mount, rest: str, sid: SecretId) -> str:
+        if sid.version:
+            return f"Version {sid.version.partition('=')[2]} of secret {path} not found"
+        if mount.kv == 1 and rest.startswith("data/"):
+            return (
+                f"Secret {path} not found (mount {mount.path} is KV version 1: "
+                "its paths have no data/ segment)"
+            )
+        return f"Secret {path} not found"
+
+    # -- connection ----------------------------------------------------------------
+
+    def check(self) -> None:
+        """Log in, look up the token, and make sure it can see a KV mount."""
+        with self._transport():
+            self._ensure_token()
+            client = self.client
+            try:
+                client.auth.token.lookup_self()
+                listing = client.adapter.get("/v1/sys/internal/ui/mounts")
+            except hvac.exceptions.Forbidden:
+                raise self._connection_error("Vault rejected the token") from None
+            engines = (listing.get("data") or {}).get("secret") or {}
+            if not any(
+                isinstance(info, Mapping) and info.get("type") in _KV_TYPES
+                for info in engines.values()
+            ):
+                raise self._connection_error(
+                    "The token may read no KV secrets engine: check its policies"
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.adapter.close()
+            self._client, self._token, self._deadline = None, None, None
+        with self._mount_lock:
+            self._mounts.clear()
+
+    @contextlib.contextmanager
+    def _transport(self) -> Iterator[None]:
+        """Turn network and server-state failures into connection errors."""
+        try:
+            yield
+        except requests.exceptions.SSLError:
+            raise self._connection_error(
+                f"TLS verification failed for {self.url}: check caCert"
+            ) from None
+        except requests.exceptions.Timeout:
+            raise self._connection_error(f"Vault at {self.url} did not answer in time") from None
+        except requests.exceptions.RequestException as exc:
+            kind = type(exc).__name__
+            raise self._connection_error(f"Cannot reach Vault at {self.url} ({kind})") from None
+        except (
+            hvac.exceptions.VaultDown,
+            hvac.exceptions.VaultNotInitialized,
+            hvac.exceptions.BadGateway,
+        ) as exc:
+            raise self._connection_error(
+                f"Vault at {self.url} is unavailable ({_reason(exc)})"
+            ) from None
+        except hvac.exceptions.VaultError as exc:
+            raise self._connection_error(f"Vault at {self.url} failed: {_reason(exc)}") from None
+
+    def _connection_error(self, message: str) -> SecretConnectionError:
+        return SecretConnectionError(
+            message, provider=self.name, hint="; ".join(self.troubleshooting)
+        )
+
+
+def _mount_of(info: Mapping[str, Any]) -> _Mount:
+    kind = str(info.get("type") or "")
+    options = info.get("options") or {}
+    kv = 0
+    if kind in _KV_TYPES:
+        kv = 2 if str(options.get("version", "1")) == "2" else 1
+    return _Mount(str(info.get("path") or ""), kind, kv)
+
+
+def _longest_prefix(mounts: Iterable[_Mount], path: str) -> _Mount | None:
+    hits = [m for m in mounts if m.path and (path + "/").startswith(m.path)]
+    return max(hits, key=lambda m: len(m.path), default=None)
+
+
+def _reason(exc: hvac.exceptions.VaultError) -> str:
+    """Vault's own words for a failure (never values), without its list markup."""
+    errors = exc.errors if isinstance(exc.errors, list) else []
+    text = "; ".join(e.replace("1 error occurred:", "").replace("*", "").strip() for e in errors)
+    return " ".join(text.split())[:200] or type(exc).__name__
