@@ -15,11 +15,15 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import jinja2
 import pytest
+from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.compat import HTTPHeaders
+from botocore.retries.standard import ExponentialBackoff
 from servers import Server, closed_port, find_binary, free_port, http_ok, start_server
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
@@ -391,6 +395,43 @@ class TestSpecIamPolicy:
         assert info.value.hint == "Verify IAM credentials are correct"
         with pytest.raises(SecretConnectionError):
             Resolver({"aws": aws}).get("aws", "iam/s0:v")
+
+
+class Throttle:
+    """A ``before-send`` handler answering the first ``times`` sends with
+    ThrottlingException, as AWS does over its rate limit."""
+
+    def __init__(self, times: int) -> None:
+        self.times, self.sends = times, 0
+
+    def __call__(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+        self.sends += 1
+        if self.sends > self.times:
+            return None
+        body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+        raw = SimpleNamespace(stream=lambda **_: iter([body]))
+        return AWSResponse(request.url, 400, HTTPHeaders(), raw)
+
+
+class TestThrottling:
+    @pytest.fixture(autouse=True)
+    def no_backoff(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # Retry decisions stay botocore's; only its backoff delay is zeroed.
+        monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+
+    @pytest.mark.parametrize(("times", "sends"), [(1, 2), (5, 2)])
+    def test_retried_and_bounded(self, moto: Server, sm: Any, times: int, sends: int) -> None:
+        put(sm, "busy", {"k": "busy-value-1"})
+        aws, throttle = make(moto.url, maxAttempts=2), Throttle(times)
+        aws.client.meta.events.register("before-send.secretsmanager", throttle)
+        results = Resolver({"aws": aws}).get_many([("aws", "busy:k")])
+        assert throttle.sends == sends
+        if times < sends:
+            assert results[("aws", "busy:k")] == "busy-value-1"
+        else:
+            error = results[("aws", "busy:k")]
+            assert isinstance(error, SecretNotFoundError)
+            assert "ThrottlingException" in error.message
 
 
 class TestConnectionFailures:

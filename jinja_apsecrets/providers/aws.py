@@ -223,7 +223,7 @@ class AwsProvider(Provider):
                 config=Config(
                     connect_timeout=opts["connectTimeout"],
                     read_timeout=opts["readTimeout"],
-                    retries={"mode": "standard", "max_attempts": opts["maxAttempts"]},
+                    retries={"mode": "standard", "total_max_attempts": opts["maxAttempts"]},
                     max_pool_connections=2 * FALLBACK_WORKERS,
                     user_agent_extra="jinja-apsecrets",
                 ),
