@@ -327,6 +327,12 @@ class TestAppRole:
         assert "Permission denied for path secret/data/prod/api-keys" in str(info.value)
         assert info.value.code == "SECRET_MANAGER_GET_SECRET_FAILED"
 
+    def test_unknown_mount_without_sys_mounts_is_denied(
+        self, make: Callable[..., VaultProvider]
+    ) -> None:
+        with pytest.raises(SecretNotFoundError, match="Permission denied for path nomount/x"):
+            get(make("reader"), "nomount/x/key")
+
     def test_policy_denial_does_not_log_in_again(self, make: Callable[..., VaultProvider]) -> None:
         provider = make("reader")
         sent = record(provider)
