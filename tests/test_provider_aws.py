@@ -221,6 +221,12 @@ class TestOptions:
             clients = list(pool.map(lambda _: aws.client, range(32)))
         assert len({id(c) for c in clients}) == 1
 
+    def test_check_is_one_list_secrets_call(
+        self, provider: AwsProvider, calls: Counter[str]
+    ) -> None:
+        provider.check()
+        assert calls == {"ListSecrets": 1}
+
     def test_pickle_leaves_the_client_out(self, provider: AwsProvider, sm: Any) -> None:
         put(sm, "p", {"k": "value-1"})
         assert Resolver({"aws": provider}).get("aws", "p:k") == "value-1"
