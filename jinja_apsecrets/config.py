@@ -105,6 +105,32 @@ def interpolate(value: str, where: str, environ: Mapping[str, str] | None = None
     return _VAR.sub(repl, value)
 
 
+# A whole scalar that is one placeholder, as in ``{accessKeyId: ${AWS_ACCESS_KEY_ID}}``.
+_BARE_VAR = re.compile(
+    r"(?P<pre>(?:^|[:,\[{]|-)[ \t]+)(?P<var>\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}\n\"']*)?\})"
+    r"(?=[ \t]*(?:[,}\]#]|$))",
+    re.M,
+)
+
+
+def _parse_yaml(text: str) -> Any:
+    """Parse YAML; a bare ``${VAR}`` in a flow mapping is not valid YAML, so on
+    failure retry with such placeholders quoted (they are expanded after parsing)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        if "${" not in text:
+            raise
+        quoted = _BARE_VAR.sub(lambda m: f'{m.group("pre")}"{m.group("var")}"', text)
+        if quoted == text:
+            raise
+        try:
+            return yaml.safe_load(quoted)
+        except yaml.YAMLError:
+            pass
+        raise
+
+
 def _fail(origin: str, where: str, message: str) -> SecretValidationError:
     return SecretValidationError(f"{origin}: {where}: {message}")
 
@@ -154,7 +180,7 @@ def load_config(source: str | PathLike[str] | Mapping[str, Any]) -> Config:
                 f"{origin}: cannot read config file: {exc.strerror}"
             ) from None
         try:
-            data = yaml.safe_load(text)
+            data = _parse_yaml(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""

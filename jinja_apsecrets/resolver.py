@@ -58,7 +58,7 @@ class Connection:
         self.semaphore = threading.BoundedSemaphore(self.concurrency)
 
 
-def _for_ref(error: SecretsError, connection: str, path: str) -> SecretsError:
+def _for_ref(error: SecretsError, connection: str, path: str | None) -> SecretsError:
     """A copy of ``error`` that names the reference it is about."""
     if error.provider == connection and error.path == path:
         return error
@@ -523,7 +523,7 @@ class Resolver:
         try:
             conn.provider.check()
         except SecretsError as exc:
-            error = exc if exc.provider == name else _for_ref(exc, name, exc.path or "")
+            error = exc if exc.provider == name else _for_ref(exc, name, exc.path)
         except Exception as exc:
             error = SecretConnectionError(f"{type(exc).__name__} during check", provider=name)
         self._store_status(name, error)
@@ -542,7 +542,7 @@ class Resolver:
         try:
             await conn.provider.check_async()
         except SecretsError as exc:
-            error = exc if exc.provider == name else _for_ref(exc, name, exc.path or "")
+            error = exc if exc.provider == name else _for_ref(exc, name, exc.path)
         except Exception as exc:
             error = SecretConnectionError(f"{type(exc).__name__} during check", provider=name)
         self._store_status(name, error)

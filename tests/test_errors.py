@@ -1,0 +1,108 @@
+"""Errors: the spec's codes and JSON shape, built-in bases, no value leaks."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import traceback
+from typing import Any
+
+import jinja2
+import pytest
+
+from jinja_apsecrets import (
+    SecretConnectionError,
+    SecretNotFoundError,
+    SecretsError,
+    SecretValidationError,
+)
+
+PW = "pw-Secret-1"
+
+
+class TestShape:
+    def test_spec_json_shape(self) -> None:
+        err = SecretNotFoundError(
+            "Secret value for key token not found", provider="aws", path="prod/keys:token"
+        )
+        assert err.to_dict() == {
+            "code": "SECRET_MANAGER_GET_SECRET_FAILED",
+            "message": "Secret value for key token not found",
+            "provider": "aws",
+            "request": {"path": "prod/keys:token"},
+        }
+
+    def test_validation_shape(self) -> None:
+        err = SecretValidationError("Wrong key format. Should be secretName:secretJsonKey")
+        assert err.to_dict() == {
+            "code": "VALIDATION",
+            "message": "Wrong key format. Should be secretName:secretJsonKey",
+        }
+
+    @pytest.mark.parametrize(
+        ("cls", "base"),
+        [
+            (SecretValidationError, ValueError),
+            (SecretNotFoundError, LookupError),
+            (SecretConnectionError, ConnectionError),
+        ],
+    )
+    def test_builtin_bases(self, cls: type[SecretsError], base: type[Exception]) -> None:
+        assert issubclass(cls, base)
+        assert issubclass(cls, SecretsError)
+
+    def test_pickle_keeps_fields(self) -> None:
+        err = SecretNotFoundError("m", provider="p", path="x", template="t", lineno=3, hint="h")
+        clone = pickle.loads(pickle.dumps(err))
+        assert (
+            clone.message,
+            clone.provider,
+            clone.path,
+            clone.template,
+            clone.lineno,
+            clone.hint,
+        ) == ("m", "p", "x", "t", 3, "h")
+
+
+class TestNoLeaks:
+    def test_missing_key_error_has_no_value(
+        self, env: jinja2.Environment, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        with pytest.raises(SecretNotFoundError) as info:
+            env.from_string(
+                "<<mem|ap_sep_v1|prod/db:password>> <<mem|ap_sep_v1|prod/db:nokey>>"
+            ).render()
+        rendered = (
+            "".join(traceback.format_exception(info.value))
+            + repr(info.value)
+            + str(info.value.to_dict())
+        )
+        assert PW not in rendered
+        assert PW not in caplog.text
+
+    def test_non_object_secret_error_has_no_value(self, resolver: Any) -> None:
+        with pytest.raises(SecretNotFoundError) as info:
+            resolver.get("mem", "plain:key")
+        assert "plain-Secret-3" not in str(info.value) + repr(info.value)
+
+    def test_values_hidden_in_reprs(self, env: jinja2.Environment) -> None:
+        value = env.from_string("{{ secret('mem', 'prod/db:password') }}").environment.globals[
+            "secret"
+        ]
+        assert value
+        from jinja_apsecrets import SecretText
+
+        assert PW not in repr(SecretText(PW))
+
+    def test_lenient_policy_logs_no_value(
+        self, make_env: Any, resolver: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        caplog.set_level(logging.DEBUG)
+        env = make_env()
+        env.install_secret_resolver(resolver, on_missing="undefined")
+        env.from_string(
+            "<<mem|ap_sep_v1|prod/db:password>><<mem|ap_sep_v1|prod/db:nokey>>"
+        ).render()
+        assert "prod/db:nokey" in caplog.text
+        assert PW not in caplog.text
