@@ -107,4 +107,6 @@ def start_server(
             return server
         time.sleep(0.05)
     server.stop()
-    raise RuntimeError(f"{argv[0]} did not become ready in {timeout}s:\n{log.read_text(errors='replace')}")
+    raise RuntimeError(
+        f"{argv[0]} did not become ready in {timeout}s:\n{log.read_text(errors='replace')}"
+    )
