@@ -23,9 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import jinja2
 import pytest
 from servers import closed_port
 
+from jinja_apsecrets import Resolver
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
 from jinja_apsecrets.providers.conjur import ConjurProvider
@@ -430,6 +432,33 @@ class TestTransport:
         provider.close()
         assert provider.fetch(ids("prod/db/user")) == {SecretId("prod/db/user"): "app_user"}
         assert len(server.logins) == 2
+
+
+class TestThroughTheResolver:
+    def test_a_render_costs_one_login_and_one_batch(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        env = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"])
+        env.install_secret_resolver(Resolver({"cyberark-conjur": provider}))  # type: ignore[attr-defined]
+        source = ":".join(
+            f"<<cyberark-conjur|ap_sep_v1|{p}>>" for p in ("prod/db/user", "prod/db/password")
+        )
+        assert env.from_string(source).render() == "app_user:pw-5e2a91"
+        assert len(server.logins) == 1
+        assert len(server.gets) == 1
+        assert server.gets[0].startswith("/secrets?variable_ids=")
+
+    def test_resolve_costs_one_batch(self, provider: ConjurProvider, server: FakeConjur) -> None:
+        data = {
+            "a": [
+                "<<cyberark-conjur|ap_sep_v1|prod/db/user>>",
+                "<<cyberark-conjur|ap_sep_v1|team a/api+key>>",
+            ]
+        }
+        assert Resolver({"cyberark-conjur": provider}).resolve(data) == {
+            "a": ["app_user", "key-0b7f33"]
+        }
+        assert len(server.gets) == 1
 
 
 class TestConjurContract(ProviderContract):

@@ -20,9 +20,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import jinja2
 import onepassword.core
 import pytest
 
+from jinja_apsecrets import Resolver
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
 from jinja_apsecrets.providers.onepassword import OnePasswordProvider, _library_version
@@ -330,6 +332,28 @@ class TestLifecycle:
         fake.vaults = {}
         with pytest.raises(SecretConnectionError, match="no vault"):
             provider.check()
+
+
+class TestThroughTheResolver:
+    def test_a_render_costs_one_resolve_all(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        env = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"])
+        env.install_secret_resolver(Resolver({"onepassword": provider}))  # type: ignore[attr-defined]
+        source = " ".join(f"<<onepassword|ap_sep_v1|{r}>>" for r in (TOKEN_REF, ADMIN_REF, DB_REF))
+        assert env.from_string(source).render() == "tok-4f9a2c pw-77c1e0 db-90a1b2"
+        assert [sorted(c) for c in fake.resolve_calls] == [sorted([TOKEN_REF, ADMIN_REF, DB_REF])]
+
+    def test_resolve_async_costs_one_resolve_all(
+        self, provider: OnePasswordProvider, fake: FakeOnePassword
+    ) -> None:
+        data = {
+            "api": f"<<onepassword|ap_sep_v1|{TOKEN_REF}>>",
+            "db": [f"<<onepassword|ap_sep_v1|{DB_REF}>>"],
+        }
+        resolved = asyncio.run(Resolver({"onepassword": provider}).resolve_async(data))
+        assert resolved == {"api": "tok-4f9a2c", "db": ["db-90a1b2"]}
+        assert len(fake.resolve_calls) == 1
 
 
 class TestOnePasswordContract(ProviderContract):

@@ -246,7 +246,12 @@ class ConjurProvider(Provider):
     def _http(self) -> requests.Session:
         with self._lock:
             if self._session is None:
-                self._session = requests.Session()
+                session = requests.Session()
+                # Room for every worker of a busy web app without discarding connections.
+                adapter = requests.adapters.HTTPAdapter(pool_maxsize=32)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                self._session = session
             return self._session
 
     def _send(self, method: str, target: str, **kwargs: Any) -> requests.Response:
