@@ -292,6 +292,14 @@ class TestEventLoops:
 
         assert asyncio.run(handler()) == {SecretId(TOKEN_REF): "tok-4f9a2c"}
 
+    def test_resolver_get_inside_a_running_loop(self, provider: OnePasswordProvider) -> None:
+        resolver = Resolver({"onepassword": provider})
+
+        async def handler() -> str:
+            return resolver.get("onepassword", TOKEN_REF)
+
+        assert asyncio.run(handler()) == "tok-4f9a2c"
+
     def test_async_awaits_the_sdk_on_the_callers_loop(
         self, provider: OnePasswordProvider, fake: FakeOnePassword
     ) -> None:
@@ -319,10 +327,12 @@ class TestLifecycle:
     def test_close_releases_the_client_and_its_thread(
         self, provider: OnePasswordProvider, fake: FakeOnePassword
     ) -> None:
+        before = set(threading.enumerate())
         provider.fetch(ids(TOKEN_REF))
+        (helper,) = set(threading.enumerate()) - before
         provider.close()
         assert fake.released == [1]
-        assert not [t for t in threading.enumerate() if "1password" in t.name]
+        assert not helper.is_alive()
         provider.fetch(ids(TOKEN_REF))  # usable again: logs in anew
         assert len(fake.inits) == 2
 
