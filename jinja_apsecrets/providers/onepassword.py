@@ -27,6 +27,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
@@ -73,10 +74,12 @@ _REASONS: Mapping[str, str] = {
 
 
 def _library_version() -> str:
+    """This library's version: installed metadata, else ``__version__``, else "unknown"."""
     try:
         return version("jinja-apsecrets")
     except PackageNotFoundError:
-        return "unknown"
+        package = sys.modules[__name__.rsplit(".", 2)[0]]
+        return str(getattr(package, "__version__", "unknown"))
 
 
 def _sdk_message(exc: BaseException, *secrets: str | None) -> str:
