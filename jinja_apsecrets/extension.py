@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -58,11 +59,23 @@ log = logging.getLogger("jinja_apsecrets")
 
 RUN_TAG = "__apsecrets__"
 PREFETCH_TAG = "__apsecrets_prefetch__"
+# Internal filters the compiled code calls: a filter is called directly, where
+# a method call would go through Context.call on every render.
+RUN_FILTER = "__apsecrets_run__"
+REF_FILTER = "__apsecrets_ref__"
+PREFETCH_FILTER = "__apsecrets_prefetch__"
 
 #: One piece of a run: template text, or (connection, path, text as written, line).
 Piece = Any
 
+#: Hands what preprocess found to filter_stream and parse, which Jinja calls
+#: right after it, in the same thread, for the same source.
 _pending = threading.local()
+_NEWLINES = re.compile(r"\r\n|\r|\n")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
 def _literal(text: str) -> str:
@@ -139,7 +152,11 @@ class SecretsExtension(Extension):
         )
         environment.globals.setdefault("secret", secret)
         environment.filters.setdefault("resolve_secrets", resolve_secrets)
+        environment.filters[RUN_FILTER] = _run_filter
+        environment.filters[REF_FILTER] = _ref_filter
+        environment.filters[PREFETCH_FILTER] = _prefetch_filter
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
+        self._piece_cache: dict[tuple[str, int], tuple[Piece, ...]] = {}
 
     # -- compile time ---------------------------------------------------------------
 
@@ -161,62 +178,54 @@ class SecretsExtension(Extension):
         return cached[1]
 
     def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
-        _pending.refs = None
+        _pending.refs = _pending.runs = None
         if SEPARATOR not in source:
             return source
-        env = self.environment
-        scanner = self._get_scanner()
-        segments = list(scanner.scan(source))
-        if not any(s.kind == "ref" for s in segments):
+        segments = list(self._get_scanner().scan(source))
+        refs = [s.ref for s in segments if s.ref is not None]
+        if not refs:
             return source
+        env = self.environment
         out: list[str] = []
-        refs: list[Reference] = []
-        run: list[str] = []  # literals of the open run
-        open_strip: tuple[bool, bool] = (False, False)
+        run: list[Reference] = []
+        runs: dict[tuple[str, int], tuple[Piece, ...]] = {}
+        pos = 0  # source is copied up to here
 
-        def close_run(strip_after: bool = False) -> None:
-            nonlocal run
+        def normalize(text: str) -> str:
+            return _NEWLINES.sub(env.newline_sequence, text)
+
+        def close() -> None:
+            nonlocal pos
             if run:
-                begin = env.block_start_string + ("-" if open_strip[0] else "+")
-                end = ("-" if strip_after else "+") + env.block_end_string
-                out.append(f"{begin} {RUN_TAG} {' '.join(run)} {end}")
-                run = []
+                first, last = run[0], run[-1]
+                begin = env.block_start_string + ("-" if first.strip_before else "+")
+                end = ("-" if last.strip_after else "+") + env.block_end_string
+                span = source[first.start : last.end]
+                out.append(f"{source[pos : first.start]}{begin} {RUN_TAG} {_literal(span)} {end}")
+                # parse() takes the run's pieces from here instead of scanning again;
+                # keys and text are newline-normalized as the lexer normalizes them.
+                items: list[Piece] = []
+                for i, ref in enumerate(run):
+                    if i:
+                        items.append(normalize(source[run[i - 1].end : ref.start]))
+                    items.append((ref.connection, ref.path, ref.text, ref.lineno))
+                runs[(normalize(span), first.lineno)] = tuple(items)
+                pos = last.end
+                run.clear()
 
-        pending_data: str | None = None
         for seg in segments:
-            text = source[seg.start : seg.end]
-            if seg.kind == "ref":
-                ref = seg.ref
-                assert ref is not None
-                refs.append(ref)
-                literals = [_literal(ref.connection), _literal(ref.path), _literal(ref.text)]
-                if run and not ref.strip_before:
-                    run.extend([_literal(pending_data or ""), *literals])
-                else:
-                    close_run()
-                    if pending_data is not None:
-                        out.append(pending_data)
-                    open_strip = (ref.strip_before, False)
-                    run = literals
-                pending_data = None
-                if ref.strip_after:
-                    close_run(strip_after=True)
-                continue
-            if seg.kind == "data" and run:
-                # Plain text between two references may join their run.
-                if pending_data is not None:
-                    out.append(pending_data)
-                pending_data = text
-                continue
-            close_run()
-            if pending_data is not None:
-                out.append(pending_data)
-                pending_data = None
-            out.append(text)
-        close_run()
-        if pending_data is not None:
-            out.append(pending_data)
+            if seg.ref is not None:
+                # References joined only by plain text form one run; Jinja
+                # syntax or whitespace control between them ends it.
+                if run and (seg.ref.strip_before or run[-1].strip_after):
+                    close()
+                run.append(seg.ref)
+            elif seg.kind == "jinja":
+                close()
+        close()
+        out.append(source[pos:])
         _pending.refs = refs
+        _pending.runs = runs
         return "".join(out)
 
     def filter_stream(self, stream: TokenStream) -> TokenStream | Any:
@@ -247,21 +256,19 @@ class SecretsExtension(Extension):
             strings.append((token.value, token.lineno))
         if tag.value == PREFETCH_TAG:
             refs = tuple((strings[i][0], strings[i + 1][0]) for i in range(0, len(strings), 2))
-            key = hashlib.sha1(repr(refs).encode(), usedforsecurity=False).hexdigest()
-            call = self.call_method(
-                "_prefetch", [nodes.ContextReference(), nodes.Const(key), nodes.Const(refs)]
+            key = "p:" + _digest(repr(refs))
+            call = nodes.Filter(
+                nodes.Const(key), PREFETCH_FILTER, [nodes.Const(refs)], [], None, None
             )
             return nodes.ExprStmt(call, lineno=tag.lineno)
-        pieces: list[Piece] = []
-        i = 0
-        while i < len(strings):
-            if pieces:
-                pieces.append(strings[i][0])
-                i += 1
-            (conn, lineno), (path, _), (text, _) = strings[i : i + 3]
-            self._validate(parser, conn, path, text, lineno)
-            pieces.append((conn, path, text, lineno))
-            i += 3
+        ((span, lineno),) = strings
+        known: dict[tuple[str, int], tuple[Piece, ...]] | None = getattr(_pending, "runs", None)
+        pieces = known.get((span, lineno)) if known else None
+        if pieces is None:
+            pieces = self._pieces(span, lineno)
+        for piece in pieces:
+            if not isinstance(piece, str):
+                self._validate(parser, *piece)
         if self.environment.finalize is not None:
             # finalize applies to each printed value, never to template text.
             children: list[nodes.Expr] = []
@@ -269,16 +276,34 @@ class SecretsExtension(Extension):
                 if isinstance(piece, str):
                     children.append(nodes.TemplateData(piece))
                 else:
-                    args = [nodes.ContextReference(), *(nodes.Const(p) for p in piece)]
-                    children.append(self.call_method("_ref", args, lineno=piece[3]))
+                    args: list[nodes.Expr] = [nodes.Const(p) for p in piece[1:]]
+                    call = nodes.Filter(nodes.Const(piece[0]), REF_FILTER, args, [], None, None)
+                    children.append(call)
             return nodes.Output(children, lineno=tag.lineno)
-        key = hashlib.sha1(repr(pieces).encode(), usedforsecurity=False).hexdigest()
-        call = self.call_method(
-            "_run",
-            [nodes.ContextReference(), nodes.Const(key), nodes.Const(tuple(pieces))],
-            lineno=tag.lineno,
-        )
-        return nodes.Output([call], lineno=tag.lineno)
+        # The span is its own cache key: the same text and references render
+        # the same, and the constant's hash is computed once.
+        args = [nodes.Const(lineno)]
+        run = nodes.Filter(nodes.Const(span), RUN_FILTER, args, [], None, None, lineno=lineno)
+        return nodes.Output([run], lineno=tag.lineno)
+
+    def _pieces(self, span: str, lineno: int) -> tuple[Piece, ...]:
+        """A run's text and references, in order; lines counted from ``lineno``."""
+        pieces: list[Piece] = []
+        for seg in self._get_scanner().scan(span):
+            ref = seg.ref
+            if ref is None:
+                pieces.append(span[seg.start : seg.end])
+            else:
+                pieces.append((ref.connection, ref.path, ref.text, lineno + ref.lineno - 1))
+        return tuple(pieces)
+
+    def _cached_pieces(self, span: str, lineno: int) -> tuple[Piece, ...]:
+        pieces = self._piece_cache.get((span, lineno))
+        if pieces is None:
+            if len(self._piece_cache) > 4096:
+                self._piece_cache.clear()
+            pieces = self._piece_cache[(span, lineno)] = self._pieces(span, lineno)
+        return pieces
 
     def _validate(self, parser: Parser, conn: str, path: str, text: str, lineno: int) -> None:
         def fail(message: str, hint: str | None = None) -> SecretReferenceSyntaxError:
@@ -316,9 +341,8 @@ class SecretsExtension(Extension):
         generation = resolver.generation()
         if self.environment.is_async:
             return self._prefetch_async(resolver, context, key, refs, generation)
-        self._store_prefetch(
-            resolver, key, resolver.lookup(refs, template=context.name), generation
-        )
+        found = resolver.lookup(refs, template=context.name)
+        self._store_prefetch(resolver, key, found, generation)
         return None
 
     async def _prefetch_async(
@@ -332,18 +356,14 @@ class SecretsExtension(Extension):
         if found and all(not isinstance(v, SecretsError) for v, _ in found.values()):
             resolver.store_run(key, True, min(exp for _, exp in found.values()), generation)
 
-    def _run(self, context: Context, key: str, pieces: tuple[Piece, ...]) -> Any:
-        env = self.environment
-        resolver: Resolver | None = env.secret_resolver  # type: ignore[attr-defined]
-        autoescape = context.eval_ctx.autoescape
-        if resolver is not None:
-            hit = resolver.cached_run((key, autoescape))
-            if hit is not None:
-                return hit
+    def _run(self, context: Context, span: str, lineno: int) -> Any:
+        """A run of references and text, rendered (the slow path of the run filter)."""
+        key = span
+        pieces = self._cached_pieces(span, lineno)
         refs = [p for p in pieces if not isinstance(p, str)]
-        resolver = self._resolver(context.name, refs[0][3])
+        resolver = self._resolver(context.name, lineno)
         generation = resolver.generation()
-        if env.is_async:
+        if self.environment.is_async:
             return self._run_async(resolver, context, key, pieces, refs, generation)
         found = resolver.lookup([r[:2] for r in refs], template=context.name)
         return self._join(resolver, context, key, pieces, found, generation)
@@ -357,7 +377,7 @@ class SecretsExtension(Extension):
     def _join(
         self, resolver: Resolver, context: Context, key: str, pieces: Any, found: Any, gen: int
     ) -> Any:
-        autoescape = context.eval_ctx.autoescape
+        autoescape = bool(context.eval_ctx.autoescape)
         policy = _on_missing(self.environment, resolver)
         parts: list[str] = []
         expires = float("inf")
@@ -377,7 +397,7 @@ class SecretsExtension(Extension):
             parts.append(escape(value) if autoescape else value)
             expires = min(expires, exp)
         text = Markup("").join(parts) if autoescape else "".join(parts)
-        resolver.store_run((key, autoescape), text, expires, gen)
+        resolver.store_run(key, text, expires, gen, escaped=autoescape)
         return text
 
     def _ref(self, context: Context, conn: str, path: str, text: str, lineno: int) -> Any:
@@ -401,6 +421,34 @@ class SecretsExtension(Extension):
             )
             return SecretText(value) if isinstance(value, str) else value
         return SecretText(value)
+
+
+# -- the filters compiled templates call ---------------------------------------------
+
+
+def _extension(context: Context) -> SecretsExtension:
+    ext: SecretsExtension = context.environment.extensions[SecretsExtension.identifier]  # type: ignore[assignment]
+    return ext
+
+
+@pass_context
+def _run_filter(context: Context, span: str, lineno: int) -> Any:
+    resolver: Resolver | None = context.environment.secret_resolver  # type: ignore[attr-defined]
+    if resolver is not None:
+        hit = resolver.cached_run(span, bool(context.eval_ctx.autoescape))
+        if hit is not None:
+            return hit
+    return _extension(context)._run(context, span, lineno)
+
+
+@pass_context
+def _ref_filter(context: Context, conn: str, path: str, text: str, lineno: int) -> Any:
+    return _extension(context)._ref(context, conn, path, text, lineno)
+
+
+@pass_context
+def _prefetch_filter(context: Context, key: str, refs: tuple[tuple[str, str], ...]) -> Any:
+    return _extension(context)._prefetch(context, key, refs)
 
 
 # -- environment additions ---------------------------------------------------------

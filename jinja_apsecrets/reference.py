@@ -64,7 +64,7 @@ def _brace_pattern(start: str, end: str) -> re.Pattern[str]:
 _BRACE = _brace_pattern("{{", "}}")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Reference:
     """One reference as written: where it is and what it names."""
 
@@ -85,18 +85,12 @@ class Reference:
 
 
 def _make(m: re.Match[str], form: Literal["angle", "brace"], lineno: int) -> Reference:
-    groups = m.groupdict()
-    return Reference(
-        connection=m.group("conn"),
-        path=m.group("path").strip(" \t"),
-        text=m.group(0),
-        start=m.start(),
-        end=m.end(),
-        lineno=lineno,
-        form=form,
-        strip_before=groups.get("ls") == "-",
-        strip_after=groups.get("rs") == "-",
-    )
+    start, end = m.span()
+    ref = Reference(m["conn"], m["path"].strip(" \t"), m[0], start, end, lineno, form)
+    if form == "brace":
+        ref.strip_before = m["ls"] == "-"
+        ref.strip_after = m["rs"] == "-"
+    return ref
 
 
 def find_references(text: str) -> list[Reference]:
@@ -144,7 +138,7 @@ def validate_connection_name(name: str) -> None:
 # -- template source -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Segment:
     """A piece of template source, as the scanner sees it.
 

@@ -119,7 +119,8 @@ class Resolver:
         self._cache = SecretCache(timer=self.timer, maxsize=self.maxsize)
         self._parsed: dict[Ref, tuple[Connection, Locator] | SecretsError] = {}
         self._status: dict[str, tuple[float, SecretsError | None]] = {}
-        self._runs: dict[Any, tuple[float, int, Any]] = {}
+        self._runs: dict[str, tuple[float, int, Any]] = {}
+        self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
         self._generation = 0
         self._executor: ThreadPoolExecutor | None = None
 
@@ -233,6 +234,7 @@ class Resolver:
         with self._lock:
             self._generation += 1
             self._runs.clear()
+            self._runs_escaped.clear()
 
     # -- parsing and policy ----------------------------------------------------
 
@@ -562,27 +564,31 @@ class Resolver:
 
     # -- templates: cached runs of text and values ---------------------------------
 
-    def cached_run(self, key: Any) -> Any:
+    def cached_run(self, key: str, escaped: bool = False) -> Any:
         """A rendered run of template text and values, if still fresh, else None.
 
         Held here, never in the template cache: it holds secret values.
         """
-        entry = self._runs.get(key)
+        entry = (self._runs_escaped if escaped else self._runs).get(key)
         if entry is not None and entry[0] > self.timer() and entry[1] == self._generation:
             return entry[2]
         return None
 
     def generation(self) -> int:
+        """A counter bumped whenever cached secrets are invalidated."""
         return self._generation
 
-    def store_run(self, key: Any, value: Any, expires: float, generation: int) -> None:
+    def store_run(
+        self, key: str, value: Any, expires: float, generation: int, *, escaped: bool = False
+    ) -> None:
         """Keep a rendered run until ``expires`` unless the config changed since."""
+        runs = self._runs_escaped if escaped else self._runs
         with self._lock:
             if generation != self._generation or expires <= self.timer():
                 return
-            if len(self._runs) >= self.maxsize:
-                self._runs.clear()
-            self._runs[key] = (expires, generation, value)
+            if len(runs) >= self.maxsize:
+                runs.clear()
+            runs[key] = (expires, generation, value)
 
     # -- nested data -------------------------------------------------------------
 
