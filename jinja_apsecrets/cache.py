@@ -8,10 +8,15 @@ find it in flight wait on that future. So one key is fetched once per TTL
 window, however many threads or tasks ask at once.
 
 The clock is injectable (``timer``), so TTL tests never sleep.
+
+With ``stale_if_error`` > 0, the last good document of each key is kept that
+many seconds past its expiry; when a refresh fails because the backend cannot
+be reached, that document is served instead (and a warning logged).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -24,6 +29,8 @@ from .errors import SecretConnectionError, SecretsError
 from .providers.base import Document, SecretId
 
 __all__ = ["CacheEntry", "Claim", "Key", "Outcome", "SecretCache"]
+
+log = logging.getLogger("jinja_apsecrets")
 
 Key = tuple[str, SecretId]
 
@@ -59,11 +66,18 @@ def _ttu(_key: Any, value: CacheEntry, _now: float) -> float:
 class SecretCache:
     """Thread-safe TTL cache of documents with single-flight claims."""
 
-    def __init__(self, *, timer: Callable[[], float], maxsize: int = 10_000) -> None:
+    def __init__(
+        self, *, timer: Callable[[], float], maxsize: int = 10_000, stale_if_error: float = 0.0
+    ) -> None:
         self.timer = timer
+        self.stale_if_error = stale_if_error
         self._lock = threading.Lock()
         self._entries: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, _ttu, timer=timer)
+        self._last: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, self._stale_ttu, timer=timer)
         self._inflight: dict[Key, Future[Outcome]] = {}
+
+    def _stale_ttu(self, _key: Any, value: CacheEntry, _now: float) -> float:
+        return value.expires + self.stale_if_error
 
     def claim(self, keys: Iterable[Key]) -> Claim:
         """Split ``keys`` into cache hits, keys this caller must fetch, and keys
@@ -95,19 +109,41 @@ class SecretCache:
         with self._lock:
             for key, result in results.items():
                 outcome: Outcome
+                lifetime = ttl.get(key[0], 0.0)
                 if isinstance(result, SecretsError):
-                    outcome = result
+                    outcome = self._stale(key, result, now, lifetime)
                 else:
-                    lifetime = ttl.get(key[0], 0.0)
                     outcome = CacheEntry(result, now + lifetime)
                     if lifetime > 0:
                         self._entries[key] = outcome
+                        if self.stale_if_error > 0:
+                            self._last[key] = outcome
                 future = self._inflight.pop(key, None)
                 if future is not None:
                     done.append((future, outcome))
         for future, outcome in done:
             if not future.done():
                 future.set_result(outcome)
+
+    def _stale(self, key: Key, error: SecretsError, now: float, lifetime: float) -> Outcome:
+        """The last good document if the backend is down and it is recent enough."""
+        if self.stale_if_error <= 0 or not isinstance(error, SecretConnectionError):
+            return error
+        last = self._last.get(key)
+        if last is None:
+            return error
+        deadline = last.expires + self.stale_if_error
+        log.warning(
+            "serving a stale value of %s|%s until %.0fs from now: refresh failed (%s)",
+            key[0],
+            key[1],
+            deadline - now,
+            error.code,
+        )
+        entry = CacheEntry(last.document, min(now + lifetime, deadline))
+        if entry.expires > now:
+            self._entries[key] = entry
+        return entry
 
     def abandon(self, keys: Iterable[Key], reason: str) -> None:
         """Release claims that will not be completed (the fetch was cancelled)."""
@@ -118,9 +154,11 @@ class SecretCache:
         with self._lock:
             if connection is None:
                 self._entries.clear()
+                self._last.clear()
                 return
-            for key in [k for k in self._entries if k[0] == connection]:
-                self._entries.pop(key, None)
+            for cache in (self._entries, self._last):
+                for key in [k for k in cache if k[0] == connection]:
+                    cache.pop(key, None)
 
     def __len__(self) -> int:
         with self._lock:

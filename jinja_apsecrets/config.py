@@ -36,7 +36,7 @@ from .reference import validate_connection_name
 __all__ = ["Config", "ConnectionSpec", "find_config", "interpolate", "load_config"]
 
 _TOP_LEVEL = {"cache", "connections", "policy", "on_missing"}
-_CACHE_FIELDS = {"ttl", "connection_ttl"}
+_CACHE_FIELDS = {"ttl", "connection_ttl", "stale_if_error"}
 _COMMON_FIELDS = {"provider", "ttl", "concurrency"}
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
@@ -60,6 +60,7 @@ class Config:
 
     ttl: float = 300.0
     connection_ttl: float = 30.0
+    stale_if_error: float = 0.0
     connections: dict[str, ConnectionSpec] = field(default_factory=dict)
     policy: list[str] | None = None
     on_missing: str = "error"
@@ -69,6 +70,7 @@ class Config:
         return {
             "ttl": self.ttl,
             "connection_ttl": self.connection_ttl,
+            "stale_if_error": self.stale_if_error,
             "policy": self.policy,
             "on_missing": self.on_missing,
         }
@@ -203,11 +205,14 @@ def load_config(source: str | PathLike[str] | Mapping[str, Any]) -> Config:
     if not isinstance(cache, Mapping):
         raise _fail(origin, "cache", "expected a mapping with ttl and connection_ttl")
     for key in sorted(set(cache) - _CACHE_FIELDS):
-        raise _fail(origin, f"cache.{key}", "unknown field; known fields: connection_ttl, ttl")
+        known = ", ".join(sorted(_CACHE_FIELDS))
+        raise _fail(origin, f"cache.{key}", f"unknown field; known fields: {known}")
     if "ttl" in cache:
         config.ttl = _number(origin, "cache.ttl", cache["ttl"])
     if "connection_ttl" in cache:
         config.connection_ttl = _number(origin, "cache.connection_ttl", cache["connection_ttl"])
+    if "stale_if_error" in cache:
+        config.stale_if_error = _number(origin, "cache.stale_if_error", cache["stale_if_error"])
 
     policy = data.get("policy")
     if policy is not None:

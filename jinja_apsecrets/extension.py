@@ -36,7 +36,7 @@ from typing import Any
 from jinja2 import nodes, pass_context
 from jinja2.environment import Environment
 from jinja2.ext import Extension
-from jinja2.lexer import Token, TokenStream
+from jinja2.lexer import TokenStream
 from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.utils import _PassArg
@@ -48,6 +48,7 @@ from .errors import (
     SecretsError,
     SecretValidationError,
 )
+from .prefetch import Manifest, collect_static_refs, watch_stream, worth_watching
 from .reference import SEPARATOR, Reference, TemplateScanner
 from .resolver import ON_MISSING, OnMissing, Resolver
 from .undefined import MissingSecret, SecretText
@@ -178,7 +179,8 @@ class SecretsExtension(Extension):
         return cached[1]
 
     def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
-        _pending.refs = _pending.runs = None
+        _pending.refs = _pending.runs = _pending.manifest = None
+        _pending.watch = worth_watching(source)
         if SEPARATOR not in source:
             return source
         segments = list(self._get_scanner().scan(source))
@@ -230,23 +232,14 @@ class SecretsExtension(Extension):
 
     def filter_stream(self, stream: TokenStream) -> TokenStream | Any:
         refs: list[Reference] | None = getattr(_pending, "refs", None)
+        watch = getattr(_pending, "watch", False)
         _pending.refs = None
-        if not refs:
+        _pending.watch = False
+        if not refs and not watch:
             return stream
-        return self._with_prefetch(stream, refs)
-
-    @staticmethod
-    def _with_prefetch(stream: TokenStream, refs: list[Reference]) -> Any:
-        seen: set[tuple[str, str]] = set()
-        yield Token(1, "block_begin", "")
-        yield Token(1, "name", PREFETCH_TAG)
-        for ref in refs:
-            if ref.key not in seen:
-                seen.add(ref.key)
-                yield Token(1, "string", ref.connection)
-                yield Token(1, "string", ref.path)
-        yield Token(1, "block_end", "")
-        yield from stream
+        manifest = Manifest([r.key for r in refs or ()])
+        _pending.manifest = manifest
+        return watch_stream(stream, manifest, PREFETCH_TAG)
 
     def parse(self, parser: Parser) -> nodes.Node:
         tag = next(parser.stream)
@@ -255,11 +248,13 @@ class SecretsExtension(Extension):
             token = parser.stream.expect("string")
             strings.append((token.value, token.lineno))
         if tag.value == PREFETCH_TAG:
-            refs = tuple((strings[i][0], strings[i + 1][0]) for i in range(0, len(strings), 2))
-            key = "p:" + _digest(repr(refs))
-            call = nodes.Filter(
-                nodes.Const(key), PREFETCH_FILTER, [nodes.Const(refs)], [], None, None
-            )
+            manifest: Manifest | None = getattr(_pending, "manifest", None)
+            _pending.manifest = None
+            if manifest is None or strings:
+                parser.fail(f"{PREFETCH_TAG} is internal to jinja_apsecrets", tag.lineno)
+            key = "p:" + _digest(f"{parser.name}:{manifest.refs!r}")
+            args: list[nodes.Expr] = [nodes.Const(manifest)]
+            call = nodes.Filter(nodes.Const(key), PREFETCH_FILTER, args, [], None, None)
             return nodes.ExprStmt(call, lineno=tag.lineno)
         ((span, lineno),) = strings
         known: dict[tuple[str, int], tuple[Piece, ...]] | None = getattr(_pending, "runs", None)
@@ -276,14 +271,14 @@ class SecretsExtension(Extension):
                 if isinstance(piece, str):
                     children.append(nodes.TemplateData(piece))
                 else:
-                    args: list[nodes.Expr] = [nodes.Const(p) for p in piece[1:]]
-                    call = nodes.Filter(nodes.Const(piece[0]), REF_FILTER, args, [], None, None)
+                    ref_args: list[nodes.Expr] = [nodes.Const(p) for p in piece[1:]]
+                    call = nodes.Filter(nodes.Const(piece[0]), REF_FILTER, ref_args, [], None, None)
                     children.append(call)
             return nodes.Output(children, lineno=tag.lineno)
         # The span is its own cache key: the same text and references render
         # the same, and the constant's hash is computed once.
-        args = [nodes.Const(lineno)]
-        run = nodes.Filter(nodes.Const(span), RUN_FILTER, args, [], None, None, lineno=lineno)
+        run_args: list[nodes.Expr] = [nodes.Const(lineno)]
+        run = nodes.Filter(nodes.Const(span), RUN_FILTER, run_args, [], None, None, lineno=lineno)
         return nodes.Output([run], lineno=tag.lineno)
 
     def _pieces(self, span: str, lineno: int) -> tuple[Piece, ...]:
@@ -334,11 +329,17 @@ class SecretsExtension(Extension):
             raise _no_resolver(template, lineno)
         return resolver
 
-    def _prefetch(self, context: Context, key: str, refs: tuple[tuple[str, str], ...]) -> Any:
+    def _prefetch(self, context: Context, key: str, manifest: tuple[Any, ...]) -> Any:
+        """Fetch the static references of this template and of those it loads."""
         resolver: Resolver | None = self.environment.secret_resolver  # type: ignore[attr-defined]
         if resolver is None or resolver.cached_run(key) is not None:
             return None
         generation = resolver.generation()
+        _, own, deps = manifest
+        refs = collect_static_refs(self.environment, own, deps, context.name)
+        if not refs:
+            resolver.store_run(key, True, resolver.timer() + resolver.ttl, generation)
+            return None
         if self.environment.is_async:
             return self._prefetch_async(resolver, context, key, refs, generation)
         found = resolver.lookup(refs, template=context.name)
@@ -447,8 +448,8 @@ def _ref_filter(context: Context, conn: str, path: str, text: str, lineno: int) 
 
 
 @pass_context
-def _prefetch_filter(context: Context, key: str, refs: tuple[tuple[str, str], ...]) -> Any:
-    return _extension(context)._prefetch(context, key, refs)
+def _prefetch_filter(context: Context, key: str, manifest: tuple[Any, ...]) -> Any:
+    return _extension(context)._prefetch(context, key, manifest)
 
 
 # -- environment additions ---------------------------------------------------------

@@ -78,7 +78,9 @@ class Resolver:
     ``ttl`` is the default cache lifetime of secrets (the spec's 5 minutes),
     ``connection_ttl`` that of connection checks (30 s). ``policy`` is an
     optional allow-list of ``"connection:path"`` glob patterns, checked before
-    any network call. ``timer`` is the clock (injectable for tests).
+    any network call. ``stale_if_error`` (seconds, default off) serves the last
+    good value for that long past its expiry while a backend cannot be reached.
+    ``timer`` is the clock (injectable for tests).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Resolver:
         maxsize: int = 10_000,
         max_workers: int | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
+        stale_if_error: float = 0.0,
     ) -> None:
         if on_missing not in ON_MISSING:
             raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
@@ -104,6 +107,7 @@ class Resolver:
         self.maxsize = maxsize
         self.max_workers = max_workers
         self.audit = audit
+        self.stale_if_error = float(stale_if_error)
         self.source: str | PathLike[str] | Mapping[str, Any] | None = None
         self._connections: dict[str, Connection] = {}
         self._init_runtime()
@@ -116,7 +120,9 @@ class Resolver:
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
-        self._cache = SecretCache(timer=self.timer, maxsize=self.maxsize)
+        self._cache = SecretCache(
+            timer=self.timer, maxsize=self.maxsize, stale_if_error=self.stale_if_error
+        )
         self._parsed: dict[Ref, tuple[Connection, Locator] | SecretsError] = {}
         self._status: dict[str, tuple[float, SecretsError | None]] = {}
         self._runs: dict[str, tuple[float, int, Any]] = {}
@@ -147,6 +153,7 @@ class Resolver:
         """
         self.ttl = config.ttl
         self.connection_ttl = config.connection_ttl
+        self.stale_if_error = self._cache.stale_if_error = config.stale_if_error
         if tuple(config.policy or ()) != tuple(self.policy or ()) or (config.policy is None) != (
             self.policy is None
         ):

@@ -312,3 +312,58 @@ class TestPickle:
 
     def test_plain_environment_pickles_too(self) -> None:
         pickle.loads(pickle.dumps(jinja2.Environment()))
+
+
+class TestPrefetch:
+    TEMPLATES = {
+        "base.j2": "db=<<mem|ap_sep_v1|prod/db:password>>\n{% block body %}{% endblock %}",
+        "child.j2": (
+            '{% extends "base.j2" %}{% import "macros.j2" as m %}'
+            "{% block body %}{% include 'part.j2' %} {{ m.token() }} "
+            "{{ secret('mem', 'plain') }}{% endblock %}"
+        ),
+        "part.j2": "user=<<mem|ap_sep_v1|prod/db:username>>",
+        "macros.j2": "{% macro token() %}<<mem|ap_sep_v1|prod/api:token>>{% endmacro %}",
+    }
+    EXPECTED = f"db={PW}\nuser=admin tok-Secret-2 plain-Secret-3"
+
+    def test_whole_tree_fetched_in_one_round(self, make_env: MakeEnv, mem: Any) -> None:
+        env = make_env(loader=jinja2.DictLoader(self.TEMPLATES))
+        assert env.get_template("child.j2").render() == self.EXPECTED
+        assert len(mem.calls) == 1
+        assert sorted(s.name for s in mem.calls[0]) == ["plain", "prod/api", "prod/db"]
+
+    def test_async_tree_fetched_in_one_round(self, make_env: MakeEnv, mem: Any) -> None:
+        env = make_env(loader=jinja2.DictLoader(self.TEMPLATES), enable_async=True)
+        assert asyncio.run(env.get_template("child.j2").render_async()) == self.EXPECTED
+        assert len(mem.calls) == 1
+
+    def test_manifest_survives_the_bytecode_cache(
+        self, make_env: MakeEnv, mem: Any, tmp_path: Path
+    ) -> None:
+        for name, text in self.TEMPLATES.items():
+            (tmp_path / name).write_text(text)
+        cache = jinja2.FileSystemBytecodeCache(str(tmp_path))
+        make_env(loader=jinja2.FileSystemLoader(tmp_path), bytecode_cache=cache).get_template(
+            "child.j2"
+        )
+        env = make_env(loader=jinja2.FileSystemLoader(tmp_path), bytecode_cache=cache)
+        assert env.get_template("child.j2").render() == self.EXPECTED
+        assert len(mem.calls) == 1
+
+    def test_missing_include_still_reported_by_the_include(self, make_env: MakeEnv) -> None:
+        env = make_env(
+            loader=jinja2.DictLoader({"a.j2": "<<mem|ap_sep_v1|plain>>{% include 'nope.j2' %}"})
+        )
+        with pytest.raises(jinja2.TemplateNotFound):
+            env.get_template("a.j2").render()
+
+    def test_100_concurrent_async_renders_share_fetches(self, make_env: MakeEnv, mem: Any) -> None:
+        env = make_env(enable_async=True)
+        t = env.from_string(f"{REF} <<mem|ap_sep_v1|prod/api:token>> <<mem|ap_sep_v1|plain>>")
+
+        async def main() -> list[str]:
+            return await asyncio.gather(*(t.render_async() for _ in range(100)))
+
+        assert set(asyncio.run(main())) == {f"{PW} tok-Secret-2 plain-Secret-3"}
+        assert sum(len(c) for c in mem.calls) == 3

@@ -209,3 +209,45 @@ class TestSafety:
         resolver.get("mem", "prod/db:password")
         assert PW not in repr(resolver)
         assert PW not in repr(resolver._cache._entries)
+
+
+class TestStaleIfError:
+    def make(self, clock: Any, stale: float) -> tuple[Resolver, Any]:
+        from support import memory
+
+        provider = memory("mem")
+        return Resolver({"mem": provider}, timer=clock, ttl=60, stale_if_error=stale), provider
+
+    def test_serves_last_value_while_backend_is_down(
+        self, store: Any, clock: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        r, provider = self.make(clock, stale=600)
+        assert r.get("mem", "prod/db:password") == PW
+        provider.options["fail"] = True
+        clock.advance(61)
+        assert r.get("mem", "prod/db:password") == PW
+        assert "stale" in caplog.text
+        assert PW not in caplog.text
+        clock.advance(600)
+        with pytest.raises(SecretConnectionError):
+            r.get("mem", "prod/db:password")
+
+    def test_off_by_default(self, store: Any, clock: Any) -> None:
+        r, provider = self.make(clock, stale=0)
+        r.get("mem", "prod/db:password")
+        provider.options["fail"] = True
+        clock.advance(61)
+        with pytest.raises(SecretConnectionError):
+            r.get("mem", "prod/db:password")
+
+    def test_missing_secret_is_not_served_stale(self, store: Any, clock: Any) -> None:
+        r, _ = self.make(clock, stale=600)
+        r.get("mem", "plain")
+        del store["plain"]
+        clock.advance(61)
+        with pytest.raises(SecretNotFoundError):
+            r.get("mem", "plain")
+
+    def test_configured_in_yaml(self) -> None:
+        r = Resolver.from_config({"cache": {"stale_if_error": 120}})
+        assert r.stale_if_error == 120

@@ -1,0 +1,159 @@
+"""What a template will need, known when it is compiled: its prefetch manifest.
+
+Every template that holds references (inline, or ``secret("conn", "path")``
+with constant arguments) or loads others by a constant name (``extends``,
+``include``, ``import``, ``from``) gets a manifest: its static references and
+the templates it depends on. The manifest is written into the compiled code as
+a constant tuple marked with :data:`MARK`, so it survives the bytecode cache,
+and is read back from any loaded template with :func:`manifest_of`.
+
+At render time the template's first statement fetches the references of the
+whole tree (itself and the templates it loads, recursively) in one round,
+before the first byte renders. Whatever is met later still goes through the
+same cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+from weakref import WeakKeyDictionary
+
+from jinja2 import Environment, Template
+from jinja2.lexer import Token, TokenStream
+
+__all__ = [
+    "MARK",
+    "Manifest",
+    "collect_static_refs",
+    "manifest_of",
+    "watch_stream",
+    "worth_watching",
+]
+
+log = logging.getLogger("jinja_apsecrets")
+
+MARK = "__apsecrets_manifest__"
+_LOADERS = frozenset({"extends", "include", "import", "from"})
+_HINT = re.compile(r"\b(?:secret|include|extends|import|from)\b")
+
+Ref = tuple[str, str]
+
+
+class _Items(list):  # type: ignore[type-arg]
+    """A list filled while the template is parsed, written into code as a tuple."""
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+class Manifest(list):  # type: ignore[type-arg]
+    """``[MARK, refs, deps]``; compiled as ``(MARK, (refs...), (deps...))``.
+
+    The parser creates the node before the rest of the template is read; the
+    token filter keeps appending to ``refs`` and ``deps`` until the end, and
+    the code generator, which runs last, writes the complete tuple.
+    """
+
+    def __init__(self, refs: list[Ref]) -> None:
+        super().__init__([MARK, _Items(dict.fromkeys(refs)), _Items()])
+
+    @property
+    def refs(self) -> list[Ref]:
+        return self[1]  # type: ignore[no-any-return]
+
+    @property
+    def deps(self) -> list[str]:
+        return self[2]  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+def worth_watching(source: str) -> bool:
+    """Cheap pre-check: could the source call secret() or load other templates?"""
+    return _HINT.search(source) is not None
+
+
+def watch_stream(stream: TokenStream, manifest: Manifest, tag: str) -> Iterator[Token]:
+    """``stream`` with the prefetch tag in front, noting static references and
+    template names in ``manifest`` as the tokens go by."""
+    yield Token(1, "block_begin", "")
+    yield Token(1, "name", tag)
+    yield Token(1, "block_end", "")
+    recent: list[Token] = []
+    seen_refs = set(manifest.refs)
+    for token in stream:
+        recent.append(token)
+        if len(recent) > 6:
+            del recent[0]
+        if token.type == "rparen" and len(recent) == 6:
+            name, lp, a, comma, b, _ = recent
+            if (
+                name.type == "name"
+                and name.value == "secret"
+                and lp.type == "lparen"
+                and a.type == "string"
+                and comma.type == "comma"
+                and b.type == "string"
+                and (a.value, b.value) not in seen_refs
+            ):
+                seen_refs.add((a.value, b.value))
+                manifest.refs.append((a.value, b.value))
+        elif token.type == "string" and len(recent) >= 3:
+            begin, word = recent[-3], recent[-2]
+            if (
+                begin.type in ("block_begin", "linestatement_begin")
+                and word.type == "name"
+                and word.value in _LOADERS
+                and token.value not in manifest.deps
+            ):
+                manifest.deps.append(token.value)
+        yield token
+
+
+_manifests: WeakKeyDictionary[Template, tuple[tuple[Ref, ...], tuple[str, ...]]] = (
+    WeakKeyDictionary()
+)
+
+
+def manifest_of(template: Template) -> tuple[tuple[Ref, ...], tuple[str, ...]]:
+    """The static references and dependencies compiled into ``template``."""
+    found = _manifests.get(template)
+    if found is None:
+        found = ((), ())
+        code = getattr(template.root_render_func, "__code__", None)
+        for const in getattr(code, "co_consts", ()):
+            if isinstance(const, tuple) and len(const) == 3 and const[0] == MARK:
+                found = (const[1], const[2])
+                break
+        _manifests[template] = found
+    return found
+
+
+def collect_static_refs(
+    environment: Environment, refs: Any, deps: Any, parent: str | None
+) -> set[Ref]:
+    """``refs`` plus the static references of every template reached from
+    ``deps``, recursively. Templates that cannot be loaded are skipped: the
+    tag that loads them reports that itself, when it runs."""
+    found: set[Ref] = set(refs)
+    seen: set[str] = set()
+    todo = [(name, parent) for name in deps]
+    while todo:
+        name, base = todo.pop()
+        try:
+            full = environment.join_path(name, base) if base else name
+            if full in seen:
+                continue
+            seen.add(full)
+            template = environment.get_template(full)
+        except Exception as exc:  # best effort: the include itself will say why
+            log.debug("prefetch skipped template %r: %s", name, type(exc).__name__)
+            continue
+        more_refs, more_deps = manifest_of(template)
+        found.update(more_refs)
+        todo.extend((dep, template.name) for dep in more_deps)
+    return found
