@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import traceback
 import pickle
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

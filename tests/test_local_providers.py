@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -66,10 +66,10 @@ class TestFileContract(ProviderContract):
 
 class TestFile:
     @pytest.fixture
-    def path(self, tmp_path: Path) -> Iterator[Path]:
+    def path(self, tmp_path: Path) -> Path:
         path = tmp_path / "secrets.json"
         path.write_text(json.dumps({"app": {"k": "one"}}))
-        yield path
+        return path
 
     def test_reread_when_the_file_changes(self, path: Path) -> None:
         resolver = Resolver({"local": FileProvider("local", {"path": str(path)})})
