@@ -37,7 +37,8 @@ log = logging.getLogger("jinja_apsecrets")
 
 MARK = "__apsecrets_manifest__"
 _LOADERS = frozenset({"extends", "include", "import", "from"})
-_HINT = re.compile(r"\b(?:secret|include|extends|import|from)\b")
+_NONE = Token(0, "", "")
+_HINT = re.compile(r"\bsecret\s*\(|\b(?:include|extends|import|from)\s+[\"']")
 
 Ref = tuple[str, str]
 
@@ -83,35 +84,34 @@ def watch_stream(stream: TokenStream, manifest: Manifest, tag: str) -> Iterator[
     yield Token(1, "block_begin", "")
     yield Token(1, "name", tag)
     yield Token(1, "block_end", "")
-    recent: list[Token] = []
     seen_refs = set(manifest.refs)
-    for token in stream:
-        recent.append(token)
-        if len(recent) > 6:
-            del recent[0]
-        if token.type == "rparen" and len(recent) == 6:
-            name, lp, a, comma, b, _ = recent
+    # The last six tokens, oldest first: enough for ``secret ( "a" , "b" )``
+    # and for ``{% include "name"``.
+    t1 = t2 = t3 = t4 = t5 = _NONE
+    for t6 in stream:
+        kind = t6.type
+        if kind == "rparen":
             if (
-                name.type == "name"
-                and name.value == "secret"
-                and lp.type == "lparen"
-                and a.type == "string"
-                and comma.type == "comma"
-                and b.type == "string"
-                and (a.value, b.value) not in seen_refs
+                t1.value == "secret"
+                and t1.type == "name"
+                and t2.type == "lparen"
+                and t3.type == "string"
+                and t4.type == "comma"
+                and t5.type == "string"
+                and (t3.value, t5.value) not in seen_refs
             ):
-                seen_refs.add((a.value, b.value))
-                manifest.refs.append((a.value, b.value))
-        elif token.type == "string" and len(recent) >= 3:
-            begin, word = recent[-3], recent[-2]
-            if (
-                begin.type in ("block_begin", "linestatement_begin")
-                and word.type == "name"
-                and word.value in _LOADERS
-                and token.value not in manifest.deps
-            ):
-                manifest.deps.append(token.value)
-        yield token
+                seen_refs.add((t3.value, t5.value))
+                manifest.refs.append((t3.value, t5.value))
+        elif (
+            kind == "string"
+            and t5.type == "name"
+            and t5.value in _LOADERS
+            and t4.type in ("block_begin", "linestatement_begin")
+            and t6.value not in manifest.deps
+        ):
+            manifest.deps.append(t6.value)
+        t1, t2, t3, t4, t5 = t2, t3, t4, t5, t6
+        yield t6
 
 
 _manifests: WeakKeyDictionary[Template, tuple[tuple[Ref, ...], tuple[str, ...]]] = (
