@@ -449,6 +449,9 @@ def _ref_filter(context: Context, conn: str, path: str, text: str, lineno: int) 
 
 @pass_context
 def _prefetch_filter(context: Context, key: str, manifest: tuple[Any, ...]) -> Any:
+    resolver: Resolver | None = context.environment.secret_resolver  # type: ignore[attr-defined]
+    if resolver is None or resolver.cached_run(key) is not None:
+        return None  # nothing to fetch, or fetched within the TTL
     return _extension(context)._prefetch(context, key, manifest)
 
 
