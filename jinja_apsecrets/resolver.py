@@ -21,7 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from .cache import Key, Outcome, SecretCache
 from .errors import (
@@ -523,40 +523,43 @@ class Resolver:
         :class:`SecretValidationError` for an unknown connection) on failure.
         """
         conn = self.connection(name)
-        cached = self._cached_status(name)
-        if cached is not None:
-            if cached[1] is not None:
-                raise cached[1]
+        if self._use_cached_status(name):
             return
-        error: SecretsError | None = None
         try:
             conn.provider.check()
-        except SecretsError as exc:
-            error = exc if exc.provider == name else _for_ref(exc, name, exc.path)
         except Exception as exc:
-            error = SecretConnectionError(f"{type(exc).__name__} during check", provider=name)
-        self._store_status(name, error)
-        if error is not None:
-            raise error
+            self._fail_check(name, exc)
+        self._store_status(name, None)
 
     async def check_async(self, name: str) -> None:
         """Async :meth:`check`."""
         conn = self.connection(name)
-        cached = self._cached_status(name)
-        if cached is not None:
-            if cached[1] is not None:
-                raise cached[1]
+        if self._use_cached_status(name):
             return
-        error: SecretsError | None = None
         try:
             await conn.provider.check_async()
-        except SecretsError as exc:
-            error = exc if exc.provider == name else _for_ref(exc, name, exc.path)
         except Exception as exc:
+            self._fail_check(name, exc)
+        self._store_status(name, None)
+
+    def _fail_check(self, name: str, exc: Exception) -> NoReturn:
+        """Cache a failed check's error and raise it."""
+        error: SecretsError
+        if isinstance(exc, SecretsError):
+            error = exc if exc.provider == name else _for_ref(exc, name, exc.path)
+        else:
             error = SecretConnectionError(f"{type(exc).__name__} during check", provider=name)
         self._store_status(name, error)
-        if error is not None:
-            raise error
+        raise error from None
+
+    def _use_cached_status(self, name: str) -> bool:
+        """True if a fresh status is cached (re-raising its error), else False."""
+        cached = self._cached_status(name)
+        if cached is None:
+            return False
+        if cached[1] is not None:
+            raise cached[1]
+        return True
 
     def _cached_status(self, name: str) -> tuple[float, SecretsError | None] | None:
         with self._lock:

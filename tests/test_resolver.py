@@ -251,3 +251,12 @@ class TestStaleIfError:
     def test_configured_in_yaml(self) -> None:
         r = Resolver.from_config({"cache": {"stale_if_error": 120}})
         assert r.stale_if_error == 120
+
+
+def test_failed_check_raises_even_without_status_cache(store: Any, clock: Any) -> None:
+    from support import memory
+
+    r = Resolver({"down": memory("down", fail=True)}, timer=clock, connection_ttl=0)
+    for _ in range(2):
+        with pytest.raises(SecretConnectionError):
+            r.check("down")
