@@ -15,10 +15,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from os import PathLike
 from typing import Any, Literal, NoReturn
@@ -30,8 +27,9 @@ from .errors import (
     SecretsError,
     SecretValidationError,
 )
+from .fetching import DEFAULT_CONCURRENCY, Connection, Fetcher
 from .providers import get_provider_class
-from .providers.base import Document, Locator, Provider, SecretId
+from .providers.base import Locator, Provider
 from .walk import collect, rebuild
 
 __all__ = ["OnMissing", "Ref", "Resolver"]
@@ -41,21 +39,6 @@ log = logging.getLogger("jinja_apsecrets")
 Ref = tuple[str, str]
 OnMissing = Literal["error", "undefined", "keep"]
 ON_MISSING = ("error", "undefined", "keep")
-DEFAULT_CONCURRENCY = 8
-
-
-@dataclass
-class Connection:
-    """A named connection: its provider and the resolver's settings for it."""
-
-    provider: Provider
-    ttl: float
-    concurrency: int
-    spec: Any = None  # the configuration it was built from, to detect changes
-    semaphore: threading.BoundedSemaphore = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.semaphore = threading.BoundedSemaphore(self.concurrency)
 
 
 def _for_ref(error: SecretsError, connection: str, path: str | None) -> SecretsError:
@@ -128,7 +111,7 @@ class Resolver:
         self._runs: dict[str, tuple[float, int, Any]] = {}
         self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
         self._generation = 0
-        self._executor: ThreadPoolExecutor | None = None
+        self._fetcher = Fetcher(self._cache, self.max_workers)
 
     # -- configuration ---------------------------------------------------------
 
@@ -356,7 +339,7 @@ class Resolver:
         outcomes: dict[Key, Outcome] = dict(claim.hits)
         try:
             if claim.owned:
-                self._fetch(claim.owned, keys)
+                self._fetcher.fetch(claim.owned, keys)
         finally:
             self._cache.abandon(
                 [k for k, f in claim.owned.items() if not f.done()], "fetch did not complete"
@@ -374,7 +357,7 @@ class Resolver:
         outcomes: dict[Key, Outcome] = dict(claim.hits)
         try:
             if claim.owned:
-                await self._fetch_async(claim.owned, keys)
+                await self._fetcher.fetch_async(claim.owned, keys)
         finally:
             self._cache.abandon(
                 [k for k, f in claim.owned.items() if not f.done()], "fetch was cancelled"
@@ -412,107 +395,6 @@ class Resolver:
 
     async def prefetch_async(self, refs: Iterable[Ref]) -> None:
         await self.lookup_async(refs)
-
-    # -- fetching ----------------------------------------------------------------
-
-    def _batches(
-        self, owned: Iterable[Key], keys: Mapping[Key, Connection]
-    ) -> dict[str, deque[tuple[Connection, list[SecretId]]]]:
-        grouped: dict[str, list[SecretId]] = {}
-        for key in owned:
-            grouped.setdefault(key[0], []).append(key[1])
-        queues: dict[str, deque[tuple[Connection, list[SecretId]]]] = {}
-        for name, ids in grouped.items():
-            conn = keys[(name, ids[0])]
-            queues[name] = deque((conn, batch) for batch in conn.provider.plan(ids))
-        return queues
-
-    def _complete(self, conn: Connection, batch: Sequence[SecretId], result: Any) -> None:
-        name = conn.provider.name
-        out: dict[Key, Document | SecretsError] = {}
-        for sid in batch:
-            item = result.get(sid) if isinstance(result, Mapping) else result
-            if item is None:
-                item = SecretConnectionError(f"provider returned no result for {sid}")
-            out[(name, sid)] = item
-        self._cache.complete(out, {name: conn.ttl})
-
-    def _run_batch(self, conn: Connection, batch: Sequence[SecretId]) -> None:
-        with conn.semaphore:
-            try:
-                result: Any = conn.provider.fetch(batch)
-            except SecretsError as exc:
-                result = exc
-            except Exception as exc:  # a provider bug must not hang waiters
-                log.warning("provider %s failed: %s", conn.provider.name, type(exc).__name__)
-                result = SecretConnectionError(
-                    f"{type(exc).__name__} from provider {conn.provider.id}",
-                    provider=conn.provider.name,
-                )
-        self._complete(conn, batch, result)
-
-    @property
-    def executor(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.max_workers, thread_name_prefix="apsecrets"
-                )
-            return self._executor
-
-    def _fetch(self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]) -> None:
-        queues = self._batches(owned, keys)
-        total = sum(len(q) for q in queues.values())
-
-        def drain(queue: deque[tuple[Connection, list[SecretId]]]) -> None:
-            while True:
-                try:
-                    conn, batch = queue.popleft()
-                except IndexError:
-                    return
-                self._run_batch(conn, batch)
-
-        futures: list[Future[None]] = []
-        if total > 1:
-            for queue in queues.values():
-                conn = queue[0][0]
-                lanes = min(conn.concurrency, len(queue)) - 1
-                futures += [self.executor.submit(drain, queue) for _ in range(max(0, lanes))]
-        # The calling thread works too, on every queue, so progress never
-        # depends on a free pool thread.
-        for queue in queues.values():
-            drain(queue)
-        for future in futures:
-            future.result()
-
-    async def _fetch_async(
-        self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]
-    ) -> None:
-        queues = self._batches(owned, keys)
-        loop = asyncio.get_running_loop()
-
-        async def run(conn: Connection, batch: list[SecretId], gate: asyncio.Semaphore) -> None:
-            async with gate:
-                provider = conn.provider
-                if type(provider).fetch_async is Provider.fetch_async:
-                    await loop.run_in_executor(self.executor, self._run_batch, conn, batch)
-                    return
-                try:
-                    result: Any = await provider.fetch_async(batch)
-                except SecretsError as exc:
-                    result = exc
-                except Exception as exc:
-                    log.warning("provider %s failed: %s", provider.name, type(exc).__name__)
-                    result = SecretConnectionError(
-                        f"{type(exc).__name__} from provider {provider.id}", provider=provider.name
-                    )
-                self._complete(conn, batch, result)
-
-        jobs: list[Awaitable[None]] = []
-        for queue in queues.values():
-            gate = asyncio.Semaphore(queue[0][0].concurrency)
-            jobs += [run(conn, batch, gate) for conn, batch in queue]
-        await asyncio.gather(*jobs)
 
     # -- connection checks -------------------------------------------------------
 
@@ -626,10 +508,7 @@ class Resolver:
 
     def close(self) -> None:
         """Shut the thread pool down and close provider clients."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        self._fetcher.close()
         for conn in self._connections.values():
             conn.provider.close()
 
