@@ -1,4 +1,8 @@
-"""The jinja-apsecrets command: render, atomic 0600 output, errors and exit codes."""
+"""The jinja-apsecrets command: render basics, errors and exit codes, --help.
+
+Shared by the other tests of the CLI: :func:`run` (click's runner, in a folder)
+and :func:`run_process` (the installed console script, as a real process).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -14,11 +19,52 @@ from click.testing import CliRunner
 from jinja_apsecrets.cli import main
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart"
+EXE = Path(sys.executable).parent / "jinja-apsecrets"
+SECRET = "cli-Secret-1"
+
+
+def run(
+    *args: str,
+    cwd: Path | None = None,
+    input: str | bytes | None = None,
+    env: Mapping[str, str | None] | None = None,
+) -> tuple[int, str, str]:
+    """Run the command through click's runner: exit code, stdout, stderr."""
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(main, list(args), input=input, env=env)
+    finally:
+        os.chdir(old)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_process(
+    *args: str,
+    cwd: Path | None = None,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed console script as a real process."""
+    return subprocess.run(
+        [str(EXE), *args],
+        cwd=cwd,
+        input=input,
+        env=dict(os.environ if env is None else env),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "secrets.yaml").write_text("app: {db_password: cli-Secret-1, user: app}\n")
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+    (tmp_path / "secrets.yaml").write_text(f"app: {{db_password: {SECRET}, user: app}}\n")
     (tmp_path / "apsecrets.yaml").write_text(
         "connections:\n  local: {provider: file, path: secrets.yaml}\n"
     )
@@ -29,22 +75,14 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
-    runner = CliRunner()
-    old = Path.cwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        result = runner.invoke(main, list(args))
-    finally:
-        os.chdir(old)
-    return result.exit_code, result.stdout, result.stderr
-
-
 class TestRender:
     def test_to_stdout_keeps_trailing_newline(self, project: Path) -> None:
         code, out, _ = run("render", "app.conf.j2", "--vars", "vars.yaml", cwd=project)
         assert (code, out) == (0, "user=app\npw=cli-Secret-1\n")
+
+    def test_dash_is_stdout(self, project: Path) -> None:
+        code, out, _ = run("render", "app.conf.j2", "--set", "user=x", "-o", "-", cwd=project)
+        assert (code, out) == (0, "user=x\npw=cli-Secret-1\n")
 
     def test_to_file_atomically_with_mode_0600(self, project: Path) -> None:
         code, out, _ = run(
@@ -56,6 +94,12 @@ class TestRender:
         assert stat.S_IMODE(target.stat().st_mode) == 0o600
         assert [p.name for p in project.iterdir() if p.name.endswith(".tmp")] == []
 
+    def test_into_an_existing_folder_drops_the_suffix(self, project: Path) -> None:
+        (project / "out").mkdir()
+        code, _, _ = run("render", "app.conf.j2", "--set", "user=u", "-o", "out", cwd=project)
+        assert code == 0
+        assert (project / "out" / "app.conf").read_text().startswith("user=u\n")
+
     def test_config_from_environment(
         self,
         project: Path,
@@ -64,22 +108,17 @@ class TestRender:
     ) -> None:
         elsewhere = tmp_path_factory.mktemp("cwd")
         monkeypatch.setenv("APSECRETS_CONFIG", str(project / "apsecrets.yaml"))
-        code, out, _ = run(
-            "render",
-            str(project / "app.conf.j2"),
-            "--vars",
-            str(project / "vars.yaml"),
-            cwd=elsewhere,
-        )
+        args = ["--vars", str(project / "vars.yaml")]
+        code, out, _ = run("render", str(project / "app.conf.j2"), *args, cwd=elsewhere)
         assert code == 0
-        assert "cli-Secret-1" in out
+        assert SECRET in out
 
 
 class TestErrors:
     def test_missing_secret_writes_nothing(self, project: Path) -> None:
         (project / "app.conf").write_text("old")
         (project / "bad.j2").write_text("ok\n<<local|ap_sep_v1|app:nope>>\n")
-        code, out, err = run("render", "bad.j2", "-o", "app.conf", cwd=project)
+        code, _, err = run("render", "bad.j2", "-o", "app.conf", cwd=project)
         assert code == 1
         assert (project / "app.conf").read_text() == "old"
         assert "SECRET_MANAGER_GET_SECRET_FAILED" in err
@@ -100,6 +139,13 @@ class TestErrors:
         assert code == 2
         assert "no configuration" in err
 
+    def test_bad_usage_is_exit_2(self, project: Path) -> None:
+        assert run("render", "missing.j2", cwd=project)[0] == 2
+        assert run("render", "app.conf.j2", "--mode", "0999", cwd=project)[0] == 2
+        assert run("render", "app.conf.j2", "--set", "novalue", cwd=project)[0] == 2
+        assert run("render", ".", cwd=project)[0] == 2  # a folder needs -o
+        assert run("render", "app.conf.j2", "-o", "app.conf.j2", cwd=project)[0] == 2
+
     def test_unreachable_backend_is_exit_3(self, project: Path) -> None:
         (project / "apsecrets.yaml").write_text(
             "connections:\n  local: {provider: file, path: gone.yaml}\n"
@@ -113,29 +159,60 @@ class TestErrors:
         (project / "bad.j2").write_text("<<local|ap_sep_v1|app:db_password>> {{ undefined_var }}\n")
         code, out, err = run("render", "bad.j2", cwd=project)
         assert code == 1
-        assert "cli-Secret-1" not in out + err
+        assert "'undefined_var' is undefined (bad.j2:1)" in err
+        assert SECRET not in out + err
+
+    def test_a_value_used_as_a_key_is_not_shown(self, project: Path) -> None:
+        (project / "bad.j2").write_text("{{ {}[pw] }}\n")
+        args = ["--set", "pw=<<local|ap_sep_v1|app:db_password>>"]
+        code, _, err = run("render", "bad.j2", *args, cwd=project)
+        assert code == 1
+        assert "UndefinedError" in err
+        assert SECRET not in err
+
+    def test_python_error_messages_are_withheld(self, project: Path) -> None:
+        (project / "secrets.yaml").write_text("app: {fmt: '{Leak-9}'}\n")
+        (project / "bad.j2").write_text("x\n{{ secret('local', 'app:fmt').format() }}\n")
+        code, _, err = run("render", "bad.j2", cwd=project)
+        assert code == 1
+        assert "KeyError while rendering (bad.j2:2)" in err
+        assert "Leak-9" not in err
 
 
-def test_quickstart_as_a_real_subprocess(tmp_path: Path) -> None:
-    exe = Path(sys.executable).parent / "jinja-apsecrets"
-    out = tmp_path / "app.conf"
-    env = {**os.environ, "QUICKSTART_REGION": "eu-west-1"}
-    subprocess.run(
-        [
-            str(exe),
-            "render",
-            str(QUICKSTART / "app.conf.j2"),
-            "-c",
-            str(QUICKSTART / "apsecrets.yaml"),
-            "--vars",
-            str(QUICKSTART / "vars.yaml"),
-            "-o",
-            str(out),
-        ],
-        check=True,
-        env=env,
+class TestHelp:
+    @pytest.mark.parametrize(
+        "command", ["", "render", "refs", "check", "resolve", "keygen", "encrypt"]
     )
-    text = out.read_text()
-    assert "password = correct horse battery staple" in text
-    assert "region = eu-west-1" in text
-    assert text.endswith("-----END CERTIFICATE-----\n")
+    def test_every_command_documents_exit_codes(self, command: str) -> None:
+        code, out, _ = run(*command.split(), "--help")
+        assert code == 0
+        assert "Exit codes:" in out
+        for line in ("0  success", "1  render or lint failure", "2  usage", "3  a secret manager"):
+            assert line in out
+
+    def test_version(self) -> None:
+        code, out, _ = run("--version")
+        assert code == 0
+        assert "jinja-apsecrets" in out
+
+
+class TestAsProcess:
+    def test_quickstart(self, tmp_path: Path) -> None:
+        out = tmp_path / "app.conf"
+        q = QUICKSTART
+        args = ["-c", str(q / "apsecrets.yaml"), "--vars", str(q / "vars.yaml"), "-o", str(out)]
+        env = {**os.environ, "QUICKSTART_REGION": "eu-west-1"}
+        done = run_process("render", str(q / "app.conf.j2"), *args, env=env)
+        assert done.returncode == 0, done.stderr
+        text = out.read_text()
+        assert "password = correct horse battery staple" in text
+        assert "region = eu-west-1" in text
+        assert text.endswith("-----END CERTIFICATE-----\n")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+    def test_failure_exit_code_and_message(self, project: Path) -> None:
+        (project / "bad.j2").write_text("<<local|ap_sep_v1|app:nope>>\n")
+        done = run_process("render", "bad.j2", cwd=project)
+        assert done.returncode == 1
+        assert "SECRET_MANAGER_GET_SECRET_FAILED" in done.stderr
+        assert done.stdout == ""

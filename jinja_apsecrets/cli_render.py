@@ -1,0 +1,289 @@
+"""``render`` for the CLI: which templates, with which variables, into which files.
+
+A render is planned (templates found, outputs named), then every template is
+rendered into memory, and only then written (see :mod:`.cli_output`), so a
+failing template leaves every output as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import click
+import jinja2
+import yaml
+
+from .errors import SecretConnectionError, SecretsError, SecretValidationError
+from .resolver import OnMissing, Resolver
+from .undefined import SecretText
+from .walk import collect, rebuild
+
+__all__ = [
+    "Job",
+    "Plan",
+    "load_vars",
+    "make_environment",
+    "matches",
+    "merge",
+    "output_name",
+    "parse_assignments",
+    "plan_file",
+    "plan_tree",
+    "render_jobs",
+    "resolve_data",
+    "walk_tree",
+]
+
+#: A tree with at least this many templates gets a progress bar on a terminal.
+PROGRESS_MIN = 10
+
+_LITERAL_SUFFIX = re.compile(r"\*(\.[^*?\[\]]+)")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One template to render: its loader name, its file, where it goes
+    (``None``: standard output)."""
+
+    name: str
+    file: str
+    output: Path | None
+
+
+@dataclass
+class Plan:
+    """What ``render`` does: templates under ``root`` and files copied as they are."""
+
+    root: str
+    jobs: list[Job]
+    copies: list[tuple[Path, Path]] = field(default_factory=list)
+
+
+def output_name(filename: str, patterns: Sequence[str]) -> str:
+    """``filename`` without the suffix of the first pattern of the form
+    ``*.SUFFIX`` that it matches (``app.conf.j2`` -> ``app.conf`` for ``*.j2``);
+    other patterns keep the name."""
+    for pattern in patterns:
+        literal = _LITERAL_SUFFIX.fullmatch(pattern)
+        if literal and filename.endswith(literal[1]) and len(filename) > len(literal[1]):
+            return filename[: -len(literal[1])]
+    return filename
+
+
+def plan_file(template: Path, output: Path | None, patterns: Sequence[str]) -> Plan:
+    """One template: to ``output``, into ``output`` if it is a folder, or to stdout."""
+    if output is not None and output.is_dir():
+        output = output / output_name(template.name, patterns)
+    root = os.fspath(template.parent)
+    return Plan(root, [Job(template.name, os.path.normpath(template), output)])
+
+
+def matches(rel: str, patterns: Sequence[str]) -> bool:
+    """Whether ``rel`` (``/``-separated) matches a pattern by file name or by path."""
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatchcase(name, p) or fnmatchcase(rel, p) for p in patterns)
+
+
+def walk_tree(root: Path, skip: Path | None, excludes: Sequence[str]) -> Iterator[str]:
+    """Relative paths (``/``-separated) of the files under ``root``, sorted,
+    leaving out the folder ``skip`` and anything matching ``excludes``."""
+    for folder, dirs, files in os.walk(root):
+        base = Path(folder).relative_to(root).as_posix()
+        prefix = "" if base == "." else base + "/"
+        dirs[:] = sorted(
+            d
+            for d in dirs
+            if not matches(prefix + d, excludes)
+            and (skip is None or (Path(folder) / d).resolve() != skip)
+        )
+        for name in sorted(files):
+            rel = prefix + name
+            if not matches(rel, excludes):
+                yield rel
+
+
+def plan_tree(
+    root: Path,
+    output: Path,
+    patterns: Sequence[str],
+    excludes: Sequence[str] = (),
+    copies: Sequence[str] = (),
+) -> Plan:
+    """Every file under ``root`` that matches ``patterns`` (by name or relative
+    path) becomes a template rendered to the same place under ``output``, its
+    suffix dropped (:func:`output_name`); files matching ``copies`` are copied;
+    anything else, and anything matching ``excludes``, is left out. An output
+    folder inside ``root`` is not searched."""
+    out = output.resolve()
+    skip = out if out != root.resolve() else None
+    plan = Plan(os.fspath(root), [])
+    for rel in walk_tree(root, skip, excludes):
+        name = rel.rsplit("/", 1)[-1]
+        target = output.joinpath(*rel.split("/")[:-1])
+        if matches(rel, patterns):
+            file = os.path.normpath(os.path.join(plan.root, rel))
+            plan.jobs.append(Job(rel, file, target / output_name(name, patterns)))
+        elif matches(rel, copies):
+            plan.copies.append((root / rel, target / name))
+    return plan
+
+
+# -- variables ---------------------------------------------------------------------
+
+
+def load_vars(path: str) -> dict[str, Any]:
+    """Template variables from a YAML or JSON (``.json``) file holding a mapping."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except OSError as exc:
+        raise SecretValidationError(f"{path}: cannot read vars file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SecretValidationError(f"{path}: vars file is not UTF-8 text") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        # Only the position: the parser's messages quote the text.
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)
+        where = f" at line {line}" if line is not None else ""
+        raise SecretValidationError(f"{path}: cannot parse vars file{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SecretValidationError(f"{path}: vars file must hold a mapping of names to values")
+    return dict(data)
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``--set`` items: ``key=value``, with dotted keys for nested mappings.
+
+    Values are strings, as written (a vars file gives other types)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        parts = key.split(".")
+        if not eq or not all(p.strip() for p in parts):
+            raise SecretValidationError(f"--set {key!r}: expected key=value (key may be a.b.c)")
+        out = merge(out, _nest(parts, value))
+    return out
+
+
+def _nest(parts: Sequence[str], value: Any) -> dict[str, Any]:
+    for part in reversed(parts[1:]):
+        value = {part: value}
+    return {parts[0]: value}
+
+
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``; nested mappings are merged, not replaced."""
+    out = dict(base)
+    for key, value in extra.items():
+        old = out.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            out[key] = merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _mark(old: Any, new: Any) -> Any:
+    """``new`` with each string a reference was substituted into as
+    :class:`SecretText` (its repr hides it; it is never parsed again)."""
+    if new is old:
+        return new
+    if isinstance(new, str) and isinstance(old, str):
+        return SecretText(new)
+    if isinstance(new, Mapping) and isinstance(old, Mapping):
+        return {k: _mark(old.get(k), v) for k, v in new.items()}
+    if isinstance(new, list) and isinstance(old, (list, tuple)):
+        return [_mark(a, b) for a, b in zip(old, new, strict=True)]
+    return new
+
+
+def resolve_data(
+    resolver: Resolver,
+    data: Any,
+    source: str,
+    on_missing: OnMissing | None,
+    *,
+    mark: bool = True,
+) -> Any:
+    """``data`` (from ``source``, named in the audit log and in errors) with
+    every reference in its strings resolved, in one round; ``data`` itself is
+    not changed. With ``mark``, strings a value went into are
+    :class:`SecretText` (for templates: their repr hides them)."""
+    refs = collect(data)
+    if not refs:
+        return data
+    found = resolver.lookup({r.key for r in refs}, template=source)
+    values = {ref: value for ref, (value, _) in found.items()}
+    try:
+        resolved = rebuild(data, values, on_missing or resolver.on_missing)
+    except SecretsError as exc:
+        raise type(exc)(
+            exc.message, provider=exc.provider, path=exc.path, template=source, hint=exc.hint
+        ) from None
+    return _mark(data, resolved) if mark else resolved
+
+
+# -- rendering ---------------------------------------------------------------------
+
+
+def make_environment(
+    root: str, resolver: Resolver, on_missing: OnMissing | None
+) -> jinja2.Environment:
+    """The CLI's environment: templates under ``root``, strict undefined,
+    trailing newlines kept (config files need them), no autoescape."""
+    env = jinja2.Environment(  # noqa: S701 - config files, not HTML
+        loader=jinja2.FileSystemLoader(root),
+        extensions=["jinja_apsecrets.SecretsExtension"],
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.install_secret_resolver(resolver, on_missing=on_missing)  # type: ignore[attr-defined]
+    return env
+
+
+def render_jobs(
+    env: jinja2.Environment,
+    jobs: Sequence[Job],
+    variables: Mapping[str, Any],
+    *,
+    progress: bool = False,
+) -> tuple[dict[Job, str], list[tuple[Job, Exception]]]:
+    """Render every job into memory: the texts, and the failures.
+
+    A failing template does not stop the others (every failure is reported),
+    except a connection failure: the backend is down, so the rest would wait
+    for it in vain.
+    """
+    texts: dict[Job, str] = {}
+    failures: list[tuple[Job, Exception]] = []
+    bar = progress and len(jobs) >= PROGRESS_MIN and on_terminal()
+    with (
+        click.progressbar(jobs, label="Rendering", file=sys.stderr, show_pos=True)
+        if bar
+        else nullcontext(jobs)
+    ) as items:
+        for job in items:
+            try:
+                texts[job] = env.get_template(job.name).render(variables)
+            except SecretConnectionError as exc:
+                failures.append((job, exc))
+                break
+            except Exception as exc:  # reported by type and place; see cli_errors
+                failures.append((job, exc))
+    return texts, failures
+
+
+def on_terminal() -> bool:
+    """Whether standard error is a terminal (where a progress bar belongs)."""
+    return sys.stderr.isatty()

@@ -1,0 +1,161 @@
+"""Commands about single values: ``resolve`` prints a value or a resolved
+document, ``keygen`` and ``encrypt`` make ``enc:v1:`` config values.
+
+``encrypt`` reads the value from stdin, never from the command line (where
+``ps`` and shell history would keep it).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from .cli_audit import Reporter
+from .cli_errors import EXIT_CODES_HELP, UsageProblem
+from .cli_options import (
+    audit_option,
+    config_option,
+    guarded,
+    mode_option,
+    on_missing_option,
+    session,
+    verbose_option,
+)
+from .cli_output import write_atomic
+from .cli_render import resolve_data
+from .crypto import encrypt_value, generate_key, load_key
+from .errors import SecretNotFoundError, SecretsError
+from .reference import parse_bare
+from .resolver import OnMissing, Resolver
+
+__all__ = ["encrypt", "keygen", "resolve"]
+
+
+# -- resolve ---------------------------------------------------------------------------
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("reference", required=False)
+@click.option(
+    "-f",
+    "--file",
+    "document",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="A YAML or JSON document ('-': stdin) to print with its references resolved.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), help="Write here instead of stdout."
+)
+@click.option("-n", "--no-newline", is_flag=True, help="No newline after a single value.")
+@mode_option
+@config_option
+@on_missing_option
+@audit_option
+@verbose_option
+@guarded
+def resolve(
+    reference: str | None,
+    document: str | None,
+    output: Path | None,
+    no_newline: bool,
+    mode: int,
+    config: Path | None,
+    on_missing: OnMissing | None,
+    audit_log: str | None,
+    verbose: int,
+) -> None:
+    """Print the value of REFERENCE, or the document -f FILE resolved.
+
+    REFERENCE is <<conn|ap_sep_v1|path>>, {{conn|ap_sep_v1|path}} or bare
+    conn|ap_sep_v1|path. A document is printed in its own format (JSON for
+    .json files and JSON input, else YAML).
+    """
+    if (reference is None) == (document is None):
+        raise UsageProblem("give a REFERENCE or -f FILE, not both or neither")
+    with session(config, audit_log, Reporter(verbose)) as resolver:
+        if reference is not None:
+            text = _resolve_one(resolver, reference, on_missing)
+            text += "" if no_newline else "\n"
+        else:
+            assert document is not None
+            text = _resolve_document(resolver, document, on_missing)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text, mode)
+
+
+def _resolve_one(resolver: Resolver, reference: str, on_missing: OnMissing | None) -> str:
+    ref = parse_bare(reference)
+    if ref is None:
+        # The argument is not echoed: it might be a value pasted by mistake.
+        raise UsageProblem(
+            "REFERENCE is not a reference: expected <<conn|ap_sep_v1|path>> or conn|ap_sep_v1|path"
+        )
+    value, _ = resolver.lookup([ref.key])[ref.key]
+    if not isinstance(value, SecretsError):
+        return value
+    policy = on_missing or resolver.on_missing
+    if policy == "error" or not isinstance(value, SecretNotFoundError):
+        raise value
+    click.echo(f"warning: {value.code}: {value.message}, printed as {policy}", err=True)
+    return ref.text if policy == "keep" else ""
+
+
+def _resolve_document(resolver: Resolver, document: str, on_missing: OnMissing | None) -> str:
+    try:
+        raw = click.open_file(document, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+        raise UsageProblem(f"{document}: cannot read: {reason}") from None
+    as_json = document.endswith(".json") or (document == "-" and raw.lstrip()[:1] in ("{", "["))
+    try:
+        data = json.loads(raw) if as_json else yaml.safe_load(raw)
+    except (ValueError, yaml.YAMLError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)
+        where = f" at line {line}" if line is not None else ""
+        kind = "JSON" if as_json else "YAML"
+        raise UsageProblem(f"{document}: cannot parse as {kind}{where}") from None
+    resolved = resolve_data(resolver, data, document, on_missing, mark=False)
+    if as_json:
+        return json.dumps(resolved, indent=2, ensure_ascii=False) + "\n"
+    return str(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+
+
+# -- keys and encrypted values ---------------------------------------------------------
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+def keygen() -> None:
+    """Print a new random AES-256 key (base64url) for APSECRETS_MASTER_KEY."""
+    click.echo(generate_key())
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@guarded
+def encrypt() -> None:
+    """Encrypt a value read from stdin into an enc:v1: config value.
+
+    The value is read from stdin (one trailing newline dropped), or prompted
+    for without echo on a terminal; never from the command line, where ps and
+    shell history would keep it. AES-256-GCM with the key in
+    APSECRETS_MASTER_KEY (see keygen). Config values of this form are
+    decrypted on load.
+    """
+    key = load_key()
+    if sys.stdin.isatty():
+        value = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        try:
+            value = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageProblem("stdin is not UTF-8 text") from None
+        value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
+    if not value:
+        raise UsageProblem("nothing to encrypt: the value is empty")
+    click.echo(encrypt_value(value, key))
