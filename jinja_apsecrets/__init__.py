@@ -18,7 +18,8 @@ from .errors import (
     SecretsError,
     SecretValidationError,
 )
-from .extension import SecretsExtension, install_secret_resolver
+from .extension import SecretsExtension
+from .functions import install_secret_resolver
 from .providers import available_providers, register_provider
 from .providers.base import Field, Locator, Provider, SecretId
 from .reference import SEPARATOR, Reference, find_references

@@ -1,0 +1,225 @@
+"""What templates call: the ``secret()`` global, the ``resolve_secrets`` filter,
+``install_secret_resolver`` and the missing-secret policies.
+
+These know nothing of how templates are compiled; the extension uses the
+helpers here for its own render-time calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from jinja2 import pass_context
+from jinja2.environment import Environment
+from jinja2.runtime import Context
+from jinja2.utils import _PassArg
+from markupsafe import Markup
+
+from .errors import SecretNotFoundError, SecretsError, SecretValidationError
+from .reference import SEPARATOR
+from .resolver import ON_MISSING, OnMissing, Resolver
+from .undefined import MissingSecret, SecretText
+from .walk import collect, rebuild
+
+__all__ = [
+    "install_secret_resolver",
+    "missing_value",
+    "no_resolver",
+    "on_missing_policy",
+    "resolve_secrets",
+    "secret",
+]
+
+log = logging.getLogger("jinja_apsecrets")
+
+
+def no_resolver(template: str | None, lineno: int | None) -> SecretValidationError:
+    error = SecretValidationError(
+        "No secret resolver is installed on this environment: "
+        "call env.install_secret_resolver(Resolver.from_config(...))",
+        template=template,
+        lineno=lineno,
+    )
+    return error
+
+
+def _location(default: str | None) -> tuple[str | None, int | None]:
+    """Template name and line of the innermost template frame on the stack."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        template = frame.f_globals.get("__jinja_template__")
+        if template is not None:
+            return template.name, template.get_corresponding_lineno(frame.f_lineno)
+        frame = frame.f_back  # type: ignore[assignment]
+    return default, None
+
+
+def on_missing_policy(environment: Environment, resolver: Resolver) -> OnMissing:
+    policy: OnMissing | None = getattr(environment, "secret_on_missing", None)
+    return policy or resolver.on_missing
+
+
+def missing_value(
+    error: SecretsError, ref: Sequence[Any], policy: OnMissing, template: str | None
+) -> Any:
+    """What a failed reference prints under ``policy``; raises for ``error``."""
+    conn, path, text, lineno = ref
+    if policy == "error" or not isinstance(error, SecretNotFoundError):
+        raise error.locate(template, lineno)
+    log.warning(
+        "secret %s|%s missing in %s:%s (%s), printed as %s",
+        conn,
+        path,
+        template,
+        lineno,
+        error.code,
+        policy,
+    )
+    if policy == "keep":
+        return text
+    return MissingSecret(conn, path, error.message)
+
+
+# -- environment additions ---------------------------------------------------------
+
+
+def install_secret_resolver(
+    environment: Environment,
+    resolver: Resolver | None,
+    *,
+    on_missing: OnMissing | None = None,
+    resolve_values: bool = False,
+) -> None:
+    """Attach ``resolver`` to ``environment`` (bound as ``env.install_secret_resolver``).
+
+    ``on_missing`` overrides the resolver's policy for this environment.
+    ``resolve_values=True`` also resolves references inside printed variable
+    values: only for trusted inputs, since any such string could then read any
+    secret the resolver can reach. Templates compiled before are dropped from
+    the template cache, so they are validated against the new connections.
+    """
+    if on_missing is not None and on_missing not in ON_MISSING:
+        raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
+    env: Any = environment
+    env.secret_resolver = resolver
+    env.secret_on_missing = on_missing
+    if bool(resolve_values) != bool(env.secret_resolve_values):
+        env.secret_resolve_values = bool(resolve_values)
+        if resolve_values:
+            env.finalize = _ResolveValues(env.finalize)
+        elif isinstance(env.finalize, _ResolveValues):
+            env.finalize = env.finalize.inner
+    if environment.cache is not None:
+        environment.cache.clear()
+
+
+class _ResolveValues:
+    """A finalize that resolves references in printed ``str`` values, then
+    calls the environment's own finalize. Resolved values (``SecretText``) and
+    ``Markup`` are not plain ``str`` and are left alone."""
+
+    jinja_pass_arg = _PassArg.context
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, context: Context, value: Any) -> Any:
+        if type(value) is str and SEPARATOR in value:
+            env: Any = context.environment
+            resolver: Resolver | None = env.secret_resolver
+            if resolver is not None and collect(value):
+                try:
+                    value = resolver.resolve(value, on_missing=on_missing_policy(env, resolver))
+                except SecretsError as exc:
+                    raise exc.locate(*_location(context.name)) from None
+                value = "" if value is None else SecretText(value)
+        inner = self.inner
+        if inner is None:
+            return value
+        arg = _PassArg.from_obj(inner)
+        if arg is _PassArg.context:
+            return inner(context, value)
+        if arg is _PassArg.eval_context:
+            return inner(context.eval_ctx, value)
+        if arg is _PassArg.environment:
+            return inner(context.environment, value)
+        return inner(value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ResolveValues) and other.inner == self.inner
+
+    def __hash__(self) -> int:
+        return hash((_ResolveValues, id(self.inner)))
+
+
+@pass_context
+def secret(context: Context, connection: str, path: str) -> Any:
+    """The function form: ``{{ secret("aws", "prod/tls:cert") | indent(4) }}``.
+
+    Paths may be computed. Returns the value (``SecretText``), or under the
+    lenient policies the reference text or a :class:`MissingSecret`.
+    """
+    env: Any = context.environment
+    resolver: Resolver | None = env.secret_resolver
+    if resolver is None:
+        raise no_resolver(*_location(context.name))
+    text = f"<<{connection}|{SEPARATOR}|{path}>>"
+    if env.is_async:
+        return _secret_async(context, resolver, connection, path, text)
+    found = resolver.lookup([(connection, path)], template=context.name)
+    return _secret_value(context, resolver, (connection, path, text), found)
+
+
+async def _secret_async(
+    context: Context, resolver: Resolver, conn: str, path: str, text: str
+) -> Any:
+    found = await resolver.lookup_async([(conn, path)], template=context.name)
+    return _secret_value(context, resolver, (conn, path, text), found)
+
+
+def _secret_value(
+    context: Context, resolver: Resolver, ref: tuple[str, str, str], found: Any
+) -> Any:
+    value, _ = found[ref[:2]]
+    if isinstance(value, SecretsError):
+        name, lineno = _location(context.name)
+        value = missing_value(
+            value, (*ref, lineno), on_missing_policy(context.environment, resolver), name
+        )
+    return SecretText(value) if type(value) is str else value
+
+
+@pass_context
+def resolve_secrets(context: Context, value: Any) -> Any:
+    """Filter: resolve references inside a trusted value (strings, dicts, lists)."""
+    env: Any = context.environment
+    resolver: Resolver | None = env.secret_resolver
+    if resolver is None:
+        raise no_resolver(*_location(context.name))
+    policy = on_missing_policy(env, resolver)
+    refs = collect(value)
+    if not refs:
+        return value
+    keys = {r.key for r in refs}
+    if env.is_async:
+        return _resolve_async(context, resolver, value, keys, policy)
+    return _rebuild(context, value, resolver.get_many(keys), policy)
+
+
+async def _resolve_async(
+    context: Context, resolver: Resolver, value: Any, keys: Any, policy: OnMissing
+) -> Any:
+    return _rebuild(context, value, await resolver.get_many_async(keys), policy)
+
+
+def _rebuild(context: Context, value: Any, values: Any, policy: OnMissing) -> Any:
+    try:
+        result = rebuild(value, values, policy)
+    except SecretsError as exc:
+        raise exc.locate(*_location(context.name)) from None
+    if isinstance(result, str) and not isinstance(result, Markup):
+        return SecretText(result)
+    return result
