@@ -383,7 +383,11 @@ class SecretsExtension(Extension):
 
 
 def _extension(context: Context) -> SecretsExtension:
-    ext: SecretsExtension = context.environment.extensions[SecretsExtension.identifier]  # type: ignore[assignment]
+    """The environment's SecretsExtension (or subclass) instance."""
+    extensions = context.environment.extensions
+    ext = extensions.get(SecretsExtension.identifier)
+    if not isinstance(ext, SecretsExtension):
+        ext = next(e for e in extensions.values() if isinstance(e, SecretsExtension))
     return ext
 
 

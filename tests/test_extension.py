@@ -367,3 +367,17 @@ class TestPrefetch:
 
         assert set(asyncio.run(main())) == {f"{PW} tok-Secret-2 plain-Secret-3"}
         assert sum(len(c) for c in mem.calls) == 3
+
+
+def test_subclassed_extension_works(resolver: Resolver) -> None:
+    from jinja_apsecrets import SecretsExtension
+
+    class MyExtension(SecretsExtension):
+        pass
+
+    env = jinja2.Environment(extensions=[MyExtension])
+    env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    assert (
+        env.from_string(f"{REF} {{{{ secret('mem', 'plain') }}}}").render()
+        == f"{PW} plain-Secret-3"
+    )
