@@ -108,7 +108,8 @@ def _resolve_one(resolver: Resolver, reference: str, on_missing: OnMissing | Non
 
 def _resolve_document(resolver: Resolver, document: str, on_missing: OnMissing | None) -> str:
     try:
-        raw = click.open_file(document, encoding="utf-8").read()
+        with click.open_file(document, encoding="utf-8") as handle:
+            raw = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise UsageProblem(f"{document}: cannot read: {reason}") from None
