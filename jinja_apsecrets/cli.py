@@ -313,8 +313,10 @@ def check(names: Sequence[str], config: Path | None, verbose: int) -> None:
                 continue
             codes.add(exit_code(error))
             click.echo(f"{label}: {error.code}: {error.message} ({took:.2f}s)")
-            hints = provider.troubleshooting or ((error.hint,) if error.hint else ())
-            for hint in hints:
+            # The error's own hint when it adds to the provider's troubleshooting.
+            general = provider.troubleshooting
+            own = [error.hint] if error.hint and error.hint not in "; ".join(general) else []
+            for hint in dict.fromkeys([*own, *general]):
                 click.echo(f"  hint: {hint}")
     if worst(codes):
         raise click.exceptions.Exit(worst(codes))

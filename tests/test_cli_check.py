@@ -39,7 +39,8 @@ class TestLocal:
         assert lines[0].startswith("env (env): OK (")
         assert lines[1].startswith("local (file): OK (")
         assert lines[2].startswith("gone (file): SECRET_MANAGER_CONNECTION_FAILED: Cannot read")
-        assert lines[3:] == [f"  hint: {h}" for h in FileProvider.troubleshooting]
+        assert lines[3] == "  hint: Check the connection's path field"
+        assert lines[4:] == [f"  hint: {h}" for h in FileProvider.troubleshooting]
 
     def test_named_connections_only(self, project: Path) -> None:
         code, out, _ = run("check", "local", "env", cwd=project)
@@ -121,8 +122,9 @@ class TestServers:
         code, out, _ = run("check", "aws-down", cwd=project)
         assert code == 3
         lines = out.splitlines()
-        assert lines[0].startswith("aws-down (aws): SECRET_MANAGER_CONNECTION_FAILED: ")
-        assert lines[1:] == [f"  hint: {h}" for h in AwsProvider.troubleshooting]
+        assert lines[0].startswith("aws-down (aws): SECRET_MANAGER_CONNECTION_FAILED: Cannot reach")
+        assert lines[1].startswith("  hint: Check network connectivity")  # the error's own
+        assert lines[2:] == [f"  hint: {h}" for h in AwsProvider.troubleshooting]
 
     def test_a_refused_vault_token_is_exit_3_with_the_spec_hints(self, project: Path) -> None:
         code, out, _ = run("check", "vault-bad", cwd=project)

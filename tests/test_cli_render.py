@@ -4,6 +4,7 @@ progress, the audit log and -v (never a value)."""
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 
@@ -117,6 +118,18 @@ class TestAllOrNothing:
         assert "VALIDATION" in err
         assert "src/b.j2:1" in err
         assert "2 of 5 templates failed" in err
+
+    def test_a_failed_write_replaces_nothing(self, tree: Path) -> None:
+        assert render_tree(tree)[0] == 0
+        shutil.rmtree(tree / "out" / "sub")
+        (tree / "out" / "sub").write_text("a file where a folder goes")
+        (tree / "src" / "new" / "deeper").mkdir(parents=True)
+        (tree / "src" / "new" / "deeper" / "n.j2").write_text("x")
+        before = snapshot(tree / "out")
+        code, _, err = render_tree(tree)
+        assert code == 2
+        assert "cannot write" in err
+        assert snapshot(tree / "out") == before
 
     def test_a_connection_failure_is_exit_3(self, tree: Path) -> None:
         (tree / "secrets.yaml").unlink()
