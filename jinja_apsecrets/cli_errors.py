@@ -70,7 +70,7 @@ def exit_code(error: BaseException) -> int:
     if isinstance(error, SecretValidationError):
         about_reference = error.path is not None or error.lineno is not None
         return EXIT_RENDER if about_reference else EXIT_USAGE
-    if isinstance(error, (UsageProblem, jinja2.TemplateNotFound)):
+    if isinstance(error, UsageProblem):
         return EXIT_USAGE
     return EXIT_RENDER
 

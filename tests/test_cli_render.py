@@ -111,13 +111,15 @@ class TestAllOrNothing:
     def test_every_failure_is_reported(self, tree: Path) -> None:
         (tree / "src" / "a.j2").write_text("{% if %}")
         (tree / "src" / "b.j2").write_text("<<local|ap_sep_v1|app:>>")
+        (tree / "src" / "c.j2").write_text("{% include 'gone.j2' %}")
         code, _, err = render_tree(tree)
         assert code == 1
         assert "template syntax" in err
         assert "src/a.j2:1" in err
         assert "VALIDATION" in err
         assert "src/b.j2:1" in err
-        assert "2 of 5 templates failed" in err
+        assert "template not found: gone.j2 (loaded by src/c.j2)" in err
+        assert "3 of 6 templates failed" in err
 
     def test_a_failed_write_replaces_nothing(self, tree: Path) -> None:
         assert render_tree(tree)[0] == 0
