@@ -291,7 +291,9 @@ class SecretsExtension(Extension):
             return None
         generation = resolver.generation()
         _, own, deps = manifest
-        refs = collect_static_refs(self.environment, own, deps, context.name)
+        # References that are not cached (ttl 0: env, file) are left to the
+        # render itself: prefetching them would only read them twice.
+        refs = resolver.cacheable(collect_static_refs(self.environment, own, deps, context.name))
         if not refs:
             resolver.store_run(key, True, resolver.timer() + resolver.ttl, generation)
             return None

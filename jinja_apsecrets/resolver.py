@@ -258,6 +258,15 @@ class Resolver:
         self._parsed[ref] = result
         return result
 
+    def cacheable(self, refs: Iterable[Ref]) -> list[Ref]:
+        """The references whose connection is known and keeps values (ttl > 0)."""
+        out = []
+        for ref in refs:
+            conn = self._connections.get(ref[0])
+            if conn is not None and conn.ttl > 0:
+                out.append(ref)
+        return out
+
     def validate(self, connection: str, path: str) -> None:
         """Raise the VALIDATION error of a reference, if it has one (offline)."""
         result = self.locate(connection, path)
@@ -484,24 +493,31 @@ class Resolver:
 
     # -- nested data -------------------------------------------------------------
 
-    def resolve(self, obj: Any, *, on_missing: OnMissing | None = None) -> Any:
+    def resolve(
+        self, obj: Any, *, on_missing: OnMissing | None = None, source: str | None = None
+    ) -> Any:
         """Resolve references in strings anywhere in dicts, lists and tuples.
 
         Whole-string and embedded references are both replaced; strings without
-        references come back unchanged, and ``obj`` is never mutated.
+        references come back unchanged, and ``obj`` is never mutated. ``source``
+        names where the data came from, for audit records.
         """
         refs = collect(obj)
         if not refs:
             return obj
-        values = self.get_many({r.key for r in refs})
+        found = self.lookup({r.key for r in refs}, template=source)
+        values = {ref: value for ref, (value, _) in found.items()}
         return rebuild(obj, values, on_missing or self.on_missing)
 
-    async def resolve_async(self, obj: Any, *, on_missing: OnMissing | None = None) -> Any:
+    async def resolve_async(
+        self, obj: Any, *, on_missing: OnMissing | None = None, source: str | None = None
+    ) -> Any:
         """Async :meth:`resolve`."""
         refs = collect(obj)
         if not refs:
             return obj
-        values = await self.get_many_async({r.key for r in refs})
+        found = await self.lookup_async({r.key for r in refs}, template=source)
+        values = {ref: value for ref, (value, _) in found.items()}
         return rebuild(obj, values, on_missing or self.on_missing)
 
     # -- lifecycle and safety ------------------------------------------------------

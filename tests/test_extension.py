@@ -381,3 +381,18 @@ def test_subclassed_extension_works(resolver: Resolver) -> None:
         env.from_string(f"{REF} {{{{ secret('mem', 'plain') }}}}").render()
         == f"{PW} plain-Secret-3"
     )
+
+
+def test_uncached_connections_are_read_once_per_render(
+    make_env: MakeEnv, resolver: Resolver, mem: Any
+) -> None:
+    from support import memory
+
+    fresh = memory("fresh")
+    resolver.add_connection(fresh, ttl=0)
+    env = make_env()
+    t = env.from_string("{{ x }}<<fresh|ap_sep_v1|plain>>{{ x }}<<mem|ap_sep_v1|prod/db:port>>")
+    assert t.render(x="-") == "-plain-Secret-3-5432"
+    assert t.render(x="-") == "-plain-Secret-3-5432"
+    assert fresh.fetched == 2  # once per render
+    assert mem.fetched == 1  # cached

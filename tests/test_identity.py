@@ -102,7 +102,9 @@ OPTIONS = st.fixed_dictionaries(
 def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     opts = draw(OPTIONS)
     d = DELIMS[opts["delims"]]
-    source = "".join(draw(st.lists(pieces(d, opts["line_statements"]), max_size=8)))
+    # Pieces are joined with a blank so that two of them never form a
+    # reference together (a "{" followed by "{aws|ap_sep_v1|..." would).
+    source = " ".join(draw(st.lists(pieces(d, opts["line_statements"]), max_size=8)))
     return source, opts
 
 
