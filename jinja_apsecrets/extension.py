@@ -114,6 +114,17 @@ class SecretsExtension(Extension):
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
         self._piece_cache: dict[tuple[str, int], tuple[Piece, ...]] = {}
 
+    def bind(self, environment: Environment) -> SecretsExtension:
+        """A copy for an overlay environment, whose install method and caches
+        are its own (its delimiters may differ)."""
+        rv = super().bind(environment)
+        rv._scanner = None
+        rv._piece_cache = {}
+        environment.install_secret_resolver = partial(  # type: ignore[attr-defined]
+            install_secret_resolver, environment
+        )
+        return rv
+
     # -- compile time ---------------------------------------------------------------
 
     def _get_scanner(self) -> TemplateScanner:

@@ -396,3 +396,13 @@ def test_uncached_connections_are_read_once_per_render(
     assert t.render(x="-") == "-plain-Secret-3-5432"
     assert fresh.fetched == 2  # once per render
     assert mem.fetched == 1  # cached
+
+
+def test_overlay_has_its_own_resolver(
+    env: jinja2.Environment, resolver: Resolver, mem: Any
+) -> None:
+    other = Resolver({"mem": type(mem)("mem")})
+    overlay = env.overlay(variable_start_string="[[", variable_end_string="]]")
+    overlay.install_secret_resolver(other)  # type: ignore[attr-defined]
+    assert env.secret_resolver is resolver  # type: ignore[attr-defined]
+    assert overlay.from_string("[[mem|ap_sep_v1|plain]] [[ 1 ]]").render() == "plain-Secret-3 1"
