@@ -1,0 +1,1 @@
+"""Ansible plugins. Put ``lookup/`` on ``ANSIBLE_LOOKUP_PLUGINS`` (see its ``apsecret.py``)."""
