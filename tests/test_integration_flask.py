@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +130,18 @@ class TestSetup:
         names = [n for n in app.jinja_env.extensions if n.startswith("jinja_apsecrets")]
         assert names == ["jinja_apsecrets.extension.SecretsExtension"]
         assert app.test_client().get("/page.html").text == "<p>pw=flask-Secret-1</p>"
+
+
+class TestExample:
+    def test_examples_flask_app(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        path = Path(__file__).parents[1] / "examples" / "flask" / "app.py"
+        spec = importlib.util.spec_from_file_location("apsecrets_flask_example", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)  # Flask finds root_path there
+        spec.loader.exec_module(module)
+        client = module.app.test_client()
+        assert "<code>pk_flask_example_123</code>" in client.get("/").text
+        assert client.get("/status").json == {"database_user": "app", "password_length": 28}
+        get_resolver(module.app).close()
