@@ -122,6 +122,17 @@ class TestAsync:
         asyncio.run(prefetch(env, "page.html"))
         assert sorted(a["path"] for a in audit) == ["app:db_password", "app:title"]
 
+    def test_prefetch_leaves_uncached_connections_to_the_render(
+        self, site: Path, audit: list[dict[str, Any]]
+    ) -> None:
+        config = {
+            "connections": {"local": {"provider": "file", "path": str(site / "secrets.yaml")}}
+        }
+        with Resolver.from_config(config, audit=audit.append) as resolver:
+            env = install(jinja2.Environment(loader=jinja2.FileSystemLoader(site)), resolver)
+            asyncio.run(prefetch(env, "page.html"))
+        assert audit == []
+
     def test_async_environment_renders_with_render_async(
         self, site: Path, resolver: Resolver
     ) -> None:

@@ -28,9 +28,9 @@
 renders synchronously (inside the running loop in an ``async def`` endpoint,
 in a worker thread in a plain ``def`` one), and a cache miss is fetched right
 there, blocking the loop while it waits, as any synchronous I/O would.
-:func:`template_response` fetches first, on the loop, every reference of the
-template and of the templates it extends, includes or imports, then renders
-from the cache; with an ``enable_async=True`` environment it renders with
+:func:`template_response` fetches first, on the loop, the references of the
+template and of the templates it extends, includes or imports (those of
+connections that cache values), then renders from the cache; with an ``enable_async=True`` environment it renders with
 ``render_async``. Call ``resolver.close()`` when the application shuts down
 (in its lifespan).
 """
@@ -82,8 +82,9 @@ async def prefetch(templates_or_env: Jinja2Templates | jinja2.Environment, name:
     and of every template it loads, in one round.
 
     Failures are kept in the cache and raised by the render that uses them,
-    with template and line. Secrets whose TTL is 0 (the ``env`` and ``file``
-    providers' default) are read again by the render.
+    with template and line. References of connections that cache nothing
+    (``ttl: 0``, the ``env`` and ``file`` default) are left to the render,
+    which would read them again anyway.
     """
     env = _environment(templates_or_env)
     resolver: Resolver | None = getattr(env, "secret_resolver", None)
@@ -91,7 +92,7 @@ async def prefetch(templates_or_env: Jinja2Templates | jinja2.Environment, name:
         raise no_resolver(name, None)
     template = env.get_template(name)
     own, deps = manifest_of(template)
-    refs = collect_static_refs(env, own, deps, template.name)
+    refs = resolver.cacheable(collect_static_refs(env, own, deps, template.name))
     if refs:
         await resolver.lookup_async(refs, template=template.name)
 
