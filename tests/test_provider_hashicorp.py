@@ -354,6 +354,12 @@ class TestAppRole:
         with pytest.raises(SecretConnectionError, match="No token received"):
             get(VaultProvider("hashicorp", {"url": bao.url}), "secret/data/app/config/token")
 
+    def test_wrong_token_is_a_connection_error(self, bao: Server) -> None:
+        provider = VaultProvider("hashicorp", {"url": bao.url, "token": "not-a-real-token"})
+        with pytest.raises(SecretConnectionError) as info:
+            get(provider, "secret/data/app/config/token")
+        assert "not-a-real-token" not in str(info.value) + repr(info.value)
+
     def test_token_from_vault_token(self, bao: Server, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("VAULT_TOKEN", "root")
         provider = VaultProvider("hashicorp", {"url": bao.url})

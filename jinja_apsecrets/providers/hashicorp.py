@@ -268,14 +268,10 @@ class VaultProvider(Provider):
                 raise self._connection_error(
                     "No token received: set roleId and secretId, or token, or VAULT_TOKEN"
                 )
-            client.token = token
-            try:
-                data = client.auth.token.lookup_self()["data"]
-            except hvac.exceptions.Forbidden:
-                raise self._connection_error(
-                    "Vault rejected the token: it is expired, revoked or unknown"
-                ) from None
-            lease, renewable = data.get("ttl"), data.get("renewable")
+            # A given token is used as it is, with no lookup first: that would
+            # cost a round trip before the first read. A dead token shows up as
+            # a 403, which _retry_after_denial tells apart from a policy denial.
+            lease, renewable = None, None
         self._set_token(str(token), lease, renewable, started)
 
     def _set_token(self, token: str, lease: Any, renewable: Any, started: float) -> None:
