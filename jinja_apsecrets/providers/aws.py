@@ -31,6 +31,8 @@ from typing import Any, Protocol, cast
 
 import boto3
 import botocore.exceptions
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from ..errors import (
@@ -49,6 +51,22 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 20
 #: Concurrent GetSecretValue calls within one batch when batching is unavailable.
 FALLBACK_WORKERS = 8
+
+# Service models are loaded once per process and shared by every connection's
+# session: a fresh loader costs ~100 ms of CPU per client.
+_loader_lock = threading.Lock()
+_loader: botocore.loaders.Loader | None = None
+
+
+def _botocore_session() -> botocore.session.Session:
+    """A new botocore session that shares the process's data loader."""
+    global _loader
+    if _loader is None:
+        _loader = botocore.loaders.create_loader()
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _loader)
+    return session
+
 
 _FORMAT = "secretName:secretJsonKey"
 _WRONG_FORMAT = f"Wrong key format. Should be {_FORMAT}"
@@ -209,25 +227,27 @@ class AwsProvider(Provider):
     def _make_client(self) -> _SecretsClient:
         opts = self.options
         try:
-            session = boto3.session.Session(
-                aws_access_key_id=opts["accessKeyId"] or None,
-                aws_secret_access_key=opts["secretAccessKey"] or None,
-                aws_session_token=opts["sessionToken"] or None,
-                region_name=opts["region"] or None,
-                profile_name=opts["profile"] or None,
-            )
-            client = session.client(
-                "secretsmanager",
-                endpoint_url=opts["endpointUrl"] or None,
-                verify=opts["caBundle"] or True,
-                config=Config(
-                    connect_timeout=opts["connectTimeout"],
-                    read_timeout=opts["readTimeout"],
-                    retries={"mode": "standard", "total_max_attempts": opts["maxAttempts"]},
-                    max_pool_connections=2 * FALLBACK_WORKERS,
-                    user_agent_extra="jinja-apsecrets",
-                ),
-            )
+            with _loader_lock:
+                session = boto3.session.Session(
+                    aws_access_key_id=opts["accessKeyId"] or None,
+                    aws_secret_access_key=opts["secretAccessKey"] or None,
+                    aws_session_token=opts["sessionToken"] or None,
+                    region_name=opts["region"] or None,
+                    profile_name=opts["profile"] or None,
+                    botocore_session=_botocore_session(),
+                )
+                client = session.client(
+                    "secretsmanager",
+                    endpoint_url=opts["endpointUrl"] or None,
+                    verify=opts["caBundle"] or True,
+                    config=Config(
+                        connect_timeout=opts["connectTimeout"],
+                        read_timeout=opts["readTimeout"],
+                        retries={"mode": "standard", "total_max_attempts": opts["maxAttempts"]},
+                        max_pool_connections=2 * FALLBACK_WORKERS,
+                        user_agent_extra="jinja-apsecrets",
+                    ),
+                )
             _LogGuard.install()
         except botocore.exceptions.ProfileNotFound:
             raise self._connection_error(
