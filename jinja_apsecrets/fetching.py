@@ -63,7 +63,9 @@ class Fetcher:
 
     def __init__(self, cache: SecretCache, max_workers: int | None = None) -> None:
         self.cache = cache
-        self.max_workers = max_workers
+        # At least enough threads for every connection's lanes at the default
+        # concurrency; threads are only started when needed.
+        self.max_workers = max_workers or 32
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -93,7 +95,9 @@ class Fetcher:
             queues[name] = deque((conn, batch) for batch in conn.provider.plan(ids))
         return queues
 
-    def _complete(self, conn: Connection, batch: Sequence[SecretId], result: Any) -> None:
+    def _complete(
+        self, conn: Connection, batch: Sequence[SecretId], result: Any, started: float
+    ) -> None:
         name = conn.provider.name
         out: dict[Key, Document | SecretsError] = {}
         for sid in batch:
@@ -101,20 +105,25 @@ class Fetcher:
             if item is None:
                 item = SecretConnectionError(f"provider returned no result for {sid}")
             out[(name, sid)] = item
-        self.cache.complete(out, {name: conn.ttl})
+        # Every secret of one round expires at the same time (counted from the
+        # round's start), so they are refreshed together, in one round again.
+        self.cache.complete(out, {name: conn.ttl}, now=started)
 
-    def _run_batch(self, conn: Connection, batch: Sequence[SecretId]) -> None:
+    def _run_batch(self, conn: Connection, batch: Sequence[SecretId], started: float) -> None:
         with conn.semaphore:
             try:
                 result: Any = conn.provider.fetch(batch)
             except Exception as exc:
                 result = _failure(conn.provider, exc)
-        self._complete(conn, batch, result)
+        self._complete(conn, batch, result, started)
 
     def fetch(self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]) -> None:
         """Fetch the claimed keys ``owned``; returns when all are filed."""
-        queues = self._queues(owned, keys)
-        total = sum(len(q) for q in queues.values())
+        started = self.cache.timer()
+        # The longest queue first: the calling thread starts on it, and every
+        # other connection gets its pool lanes at once, so no backend waits
+        # for another one's batches.
+        queues = sorted(self._queues(owned, keys).values(), key=len, reverse=True)
 
         def drain(queue: Queue) -> None:
             while True:
@@ -122,16 +131,15 @@ class Fetcher:
                     conn, batch = queue.popleft()
                 except IndexError:
                     return
-                self._run_batch(conn, batch)
+                self._run_batch(conn, batch, started)
 
         futures: list[Future[None]] = []
-        if total > 1:
-            for queue in queues.values():
-                lanes = min(queue[0][0].concurrency, len(queue)) - 1
-                futures += [self.executor.submit(drain, queue) for _ in range(max(0, lanes))]
+        for i, queue in enumerate(queues):
+            lanes = min(queue[0][0].concurrency, len(queue)) - (1 if i == 0 else 0)
+            futures += [self.executor.submit(drain, queue) for _ in range(lanes)]
         # The calling thread works too, on every queue, so progress never
         # depends on a free pool thread.
-        for queue in queues.values():
+        for queue in queues:
             drain(queue)
         for future in futures:
             future.result()
@@ -140,23 +148,29 @@ class Fetcher:
         self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]
     ) -> None:
         """Async :meth:`fetch`, on the running loop."""
+        started = self.cache.timer()
         queues = self._queues(owned, keys)
         loop = asyncio.get_running_loop()
 
         async def run(conn: Connection, batch: list[SecretId], gate: asyncio.Semaphore) -> None:
             async with gate:
-                provider = conn.provider
-                if type(provider).fetch_async is Provider.fetch_async:
-                    await loop.run_in_executor(self.executor, self._run_batch, conn, batch)
-                    return
                 try:
-                    result: Any = await provider.fetch_async(batch)
+                    result: Any = await conn.provider.fetch_async(batch)
                 except Exception as exc:
-                    result = _failure(provider, exc)
-                self._complete(conn, batch, result)
+                    result = _failure(conn.provider, exc)
+                self._complete(conn, batch, result, started)
 
-        jobs: list[Awaitable[None]] = []
+        jobs: list[Awaitable[Any]] = []
         for queue in queues.values():
-            gate = asyncio.Semaphore(queue[0][0].concurrency)
-            jobs += [run(conn, batch, gate) for conn, batch in queue]
+            conn = queue[0][0]
+            if type(conn.provider).fetch_async is Provider.fetch_async:
+                # Sync providers go to the pool right away (bounded there by the
+                # connection's semaphore), not after every other ready task.
+                jobs += [
+                    loop.run_in_executor(self.executor, self._run_batch, c, batch, started)
+                    for c, batch in queue
+                ]
+            else:
+                gate = asyncio.Semaphore(conn.concurrency)
+                jobs += [run(c, batch, gate) for c, batch in queue]
         await asyncio.gather(*jobs)

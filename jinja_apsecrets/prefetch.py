@@ -135,13 +135,13 @@ def manifest_of(template: Template) -> tuple[tuple[Ref, ...], tuple[str, ...]]:
 
 def collect_static_refs(
     environment: Environment, refs: Any, deps: Any, parent: str | None
-) -> set[Ref]:
+) -> list[Ref]:
     """``refs`` plus the static references of every template reached from
     ``deps``, recursively. Templates that cannot be loaded are skipped: the
     tag that loads them reports that itself, when it runs."""
-    found: set[Ref] = set(refs)
+    found: dict[Ref, None] = dict.fromkeys(refs)  # ordered: the same plan every time
     seen: set[str] = set()
-    todo = [(name, parent) for name in deps]
+    todo = [(name, parent) for name in reversed(deps)]
     while todo:
         name, base = todo.pop()
         try:
@@ -154,6 +154,6 @@ def collect_static_refs(
             log.debug("prefetch skipped template %r: %s", name, type(exc).__name__)
             continue
         more_refs, more_deps = manifest_of(template)
-        found.update(more_refs)
-        todo.extend((dep, template.name) for dep in more_deps)
-    return found
+        found.update(dict.fromkeys(more_refs))
+        todo.extend((dep, template.name) for dep in reversed(more_deps))
+    return list(found)

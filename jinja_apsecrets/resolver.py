@@ -92,6 +92,7 @@ class Resolver:
         self.audit = audit
         self.stale_if_error = float(stale_if_error)
         self.source: str | PathLike[str] | Mapping[str, Any] | None = None
+        self.config_overrides: dict[str, Any] = {}
         self._connections: dict[str, Connection] = {}
         self._init_runtime()
         for name, provider in (connections or {}).items():
@@ -123,7 +124,12 @@ class Resolver:
         from .config import load_config
 
         config = load_config(source)
+        # Keyword arguments win over the file, now and on reload().
+        for name in ("ttl", "connection_ttl", "stale_if_error", "policy", "on_missing"):
+            if name in kwargs:
+                setattr(config, name, kwargs[name])
         resolver = cls(**{**config.resolver_options(), **kwargs})
+        resolver.config_overrides = {k: v for k, v in kwargs.items() if hasattr(config, k)}
         resolver.source = source
         resolver.configure(config)
         return resolver
@@ -163,7 +169,10 @@ class Resolver:
             return
         from .config import load_config
 
-        self.configure(load_config(self.source))
+        config = load_config(self.source)
+        for name, value in self.config_overrides.items():
+            setattr(config, name, value)
+        self.configure(config)
 
     def add_connection(
         self,

@@ -260,3 +260,13 @@ def test_failed_check_raises_even_without_status_cache(store: Any, clock: Any) -
     for _ in range(2):
         with pytest.raises(SecretConnectionError):
             r.check("down")
+
+
+def test_from_config_keywords_win_over_the_file(tmp_path: Any) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cache: {ttl: 300}\nconnections: {env: {}}\n")
+    r = Resolver.from_config(path, ttl=1)
+    assert r.ttl == 1
+    r.reload()
+    assert r.ttl == 1
+    assert pickle.loads(pickle.dumps(r)).config_overrides == {"ttl": 1}

@@ -30,9 +30,9 @@ in a worker thread in a plain ``def`` one), and a cache miss is fetched right
 there, blocking the loop while it waits, as any synchronous I/O would.
 :func:`template_response` fetches first, on the loop, the references of the
 template and of the templates it extends, includes or imports (those of
-connections that cache values), then renders from the cache; with an ``enable_async=True`` environment it renders with
-``render_async``. Call ``resolver.close()`` when the application shuts down
-(in its lifespan).
+connections that cache values), then renders from the cache; with an
+``enable_async=True`` environment it renders with ``render_async``. Call
+``resolver.close()`` when the application shuts down (in its lifespan).
 """
 
 from __future__ import annotations
