@@ -98,21 +98,13 @@ class SecretCache:
                 claim.owned[key] = future
         return claim
 
-    def complete(
-        self,
-        results: dict[Key, Document | SecretsError],
-        ttl: dict[str, float],
-        *,
-        now: float | None = None,
-    ) -> None:
+    def complete(self, results: dict[Key, Document | SecretsError], ttl: dict[str, float]) -> None:
         """Store fetched documents (errors are not cached) and release claims.
 
         ``ttl`` maps connection names to their cache lifetime; 0 means the
-        document is handed to waiters but not kept. Lifetimes count from
-        ``now`` (default: the clock), the start of the fetch round.
+        document is handed to waiters but not kept.
         """
-        if now is None:
-            now = self.timer()
+        now = self.timer()
         done: list[tuple[Future[Outcome], Outcome]] = []
         with self._lock:
             for key, result in results.items():

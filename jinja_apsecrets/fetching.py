@@ -28,7 +28,7 @@ __all__ = ["DEFAULT_CONCURRENCY", "Connection", "Fetcher"]
 
 log = logging.getLogger("jinja_apsecrets")
 
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = 16
 
 Queue = deque[tuple["Connection", list[SecretId]]]
 
@@ -95,9 +95,7 @@ class Fetcher:
             queues[name] = deque((conn, batch) for batch in conn.provider.plan(ids))
         return queues
 
-    def _complete(
-        self, conn: Connection, batch: Sequence[SecretId], result: Any, started: float
-    ) -> None:
+    def _complete(self, conn: Connection, batch: Sequence[SecretId], result: Any) -> None:
         name = conn.provider.name
         out: dict[Key, Document | SecretsError] = {}
         for sid in batch:
@@ -105,21 +103,20 @@ class Fetcher:
             if item is None:
                 item = SecretConnectionError(f"provider returned no result for {sid}")
             out[(name, sid)] = item
-        # Every secret of one round expires at the same time (counted from the
-        # round's start), so they are refreshed together, in one round again.
-        self.cache.complete(out, {name: conn.ttl}, now=started)
+        # A value is kept ``ttl`` seconds from when it arrived: never fetched
+        # twice within one TTL window.
+        self.cache.complete(out, {name: conn.ttl})
 
-    def _run_batch(self, conn: Connection, batch: Sequence[SecretId], started: float) -> None:
+    def _run_batch(self, conn: Connection, batch: Sequence[SecretId]) -> None:
         with conn.semaphore:
             try:
                 result: Any = conn.provider.fetch(batch)
             except Exception as exc:
                 result = _failure(conn.provider, exc)
-        self._complete(conn, batch, result, started)
+        self._complete(conn, batch, result)
 
     def fetch(self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]) -> None:
         """Fetch the claimed keys ``owned``; returns when all are filed."""
-        started = self.cache.timer()
         # The longest queue first: the calling thread starts on it, and every
         # other connection gets its pool lanes at once, so no backend waits
         # for another one's batches.
@@ -131,7 +128,7 @@ class Fetcher:
                     conn, batch = queue.popleft()
                 except IndexError:
                     return
-                self._run_batch(conn, batch, started)
+                self._run_batch(conn, batch)
 
         futures: list[Future[None]] = []
         for i, queue in enumerate(queues):
@@ -148,7 +145,6 @@ class Fetcher:
         self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]
     ) -> None:
         """Async :meth:`fetch`, on the running loop."""
-        started = self.cache.timer()
         queues = self._queues(owned, keys)
         loop = asyncio.get_running_loop()
 
@@ -158,7 +154,7 @@ class Fetcher:
                     result: Any = await conn.provider.fetch_async(batch)
                 except Exception as exc:
                     result = _failure(conn.provider, exc)
-                self._complete(conn, batch, result, started)
+                self._complete(conn, batch, result)
 
         jobs: list[Awaitable[Any]] = []
         for queue in queues.values():
@@ -167,7 +163,7 @@ class Fetcher:
                 # Sync providers go to the pool right away (bounded there by the
                 # connection's semaphore), not after every other ready task.
                 jobs += [
-                    loop.run_in_executor(self.executor, self._run_batch, c, batch, started)
+                    loop.run_in_executor(self.executor, self._run_batch, c, batch)
                     for c, batch in queue
                 ]
             else:
