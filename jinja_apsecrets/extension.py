@@ -205,6 +205,11 @@ class SecretsExtension(Extension):
             return stream
         manifest = Manifest([r.key for r in refs or ()])
         _pending.manifest = manifest
+        runs = getattr(_pending, "runs", None) or {}
+        if not watch and len(runs) == 1 and self.environment.finalize is None:
+            # One run and nothing else to fetch: the run is the whole round,
+            # and carries the manifest for templates that load this one.
+            return stream
         return watch_stream(stream, manifest, PREFETCH_TAG)
 
     def parse(self, parser: Parser) -> nodes.Node:
@@ -244,6 +249,10 @@ class SecretsExtension(Extension):
         # The span is its own cache key: the same text and references render
         # the same, and the constant's hash is computed once.
         run_args: list[nodes.Expr] = [nodes.Const(lineno)]
+        manifest = getattr(_pending, "manifest", None)
+        if manifest is not None:  # no prefetch tag took it: this run carries it
+            _pending.manifest = None
+            run_args.append(nodes.Const(manifest))
         run = nodes.Filter(nodes.Const(span), RUN_FILTER, run_args, [], None, None, lineno=lineno)
         return nodes.Output([run], lineno=tag.lineno)
 
@@ -405,7 +414,8 @@ def _extension(context: Context) -> SecretsExtension:
 
 
 @pass_context
-def _run_filter(context: Context, span: str, lineno: int) -> Any:
+def _run_filter(context: Context, span: str, lineno: int, manifest: Any = None) -> Any:
+    # ``manifest`` is only there to be found in the compiled code (manifest_of).
     resolver: Resolver | None = context.environment.secret_resolver  # type: ignore[attr-defined]
     if resolver is not None:
         hit = resolver.cached_run(span, bool(context.eval_ctx.autoescape))

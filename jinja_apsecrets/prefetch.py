@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from types import CodeType
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -124,11 +125,16 @@ def manifest_of(template: Template) -> tuple[tuple[Ref, ...], tuple[str, ...]]:
     found = _manifests.get(template)
     if found is None:
         found = ((), ())
-        code = getattr(template.root_render_func, "__code__", None)
-        for const in getattr(code, "co_consts", ()):
-            if isinstance(const, tuple) and len(const) == 3 and const[0] == MARK:
-                found = (const[1], const[2])
-                break
+        # The root function holds it, or a block's or a macro's (nested code).
+        funcs = [template.root_render_func, *template.blocks.values()]
+        todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+        while todo and found == ((), ()):
+            for const in todo.pop().co_consts:
+                if isinstance(const, tuple) and len(const) == 3 and const[0] == MARK:
+                    found = (const[1], const[2])
+                    break
+                if isinstance(const, CodeType):
+                    todo.append(const)
         _manifests[template] = found
     return found
 

@@ -333,6 +333,19 @@ class TestPrefetch:
         assert len(mem.calls) == 1
         assert sorted(s.name for s in mem.calls[0]) == ["plain", "prod/api", "prod/db"]
 
+    def test_manifest_in_a_block_of_a_single_run_layout(self, make_env: MakeEnv, mem: Any) -> None:
+        env = make_env(
+            loader=jinja2.DictLoader(
+                {
+                    "layout.j2": "{% block b %}<<mem|ap_sep_v1|plain>>{% endblock %}",
+                    "page.j2": '{% extends "layout.j2" %}{% block b %}{{ super() }} '
+                    "<<mem|ap_sep_v1|prod/db:port>>{% endblock %}",
+                }
+            )
+        )
+        assert env.get_template("page.j2").render() == "plain-Secret-3 5432"
+        assert len(mem.calls) == 1
+
     def test_async_tree_fetched_in_one_round(self, make_env: MakeEnv, mem: Any) -> None:
         env = make_env(loader=jinja2.DictLoader(self.TEMPLATES), enable_async=True)
         assert asyncio.run(env.get_template("child.j2").render_async()) == self.EXPECTED
