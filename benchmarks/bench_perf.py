@@ -125,7 +125,12 @@ class Server:
 
 @contextlib.contextmanager
 def server(
-    name: str, argv: list[str], port: int, ready_path: str, log: Path, env: Mapping[str, str]
+    name: str,
+    argv: list[str],
+    port: int,
+    ready: Callable[[str], bool],
+    log: Path,
+    env: Mapping[str, str],
 ) -> Iterator[Server]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -139,7 +144,7 @@ def server(
     srv = Server(name, proc, port)
     try:
         deadline = time.monotonic() + 60
-        while not http_ok(srv.url + ready_path):
+        while not ready(srv.url):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.05)
@@ -152,7 +157,9 @@ def start_moto(stack: contextlib.ExitStack, tmp: Path) -> Server:
     port = free_port()
     argv = [find_binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
     return stack.enter_context(
-        server("moto_server", argv, port, "/moto-api/", tmp / "moto.log", {})
+        server(
+            "moto_server", argv, port, lambda url: http_ok(url + "/moto-api/"), tmp / "moto.log", {}
+        )
     )
 
 
@@ -168,7 +175,20 @@ def start_bao(stack: contextlib.ExitStack, tmp: Path) -> Server:
         f"-dev-listen-address=127.0.0.1:{port}",
     ]
     env = {"HOME": str(home), "VAULT_ADDR": "", "BAO_ADDR": ""}
-    return stack.enter_context(server("bao", argv, port, "/v1/sys/health", tmp / "bao.log", env))
+    return stack.enter_context(server("bao", argv, port, bao_ready, tmp / "bao.log", env))
+
+
+def bao_ready(url: str) -> bool:
+    """Health answers and ``secret/`` (KV v2) takes writes: right after start
+    the dev server may still be upgrading that mount."""
+    if not http_ok(url + "/v1/sys/health"):
+        return False
+    try:
+        client = hvac.Client(url=url, token="root", timeout=2)
+        client.secrets.kv.v2.create_or_update_secret("__ready__", {"ok": "1"}, mount_point="secret")
+    except (hvac.exceptions.VaultError, OSError):
+        return False
+    return True
 
 
 # -- data and templates -------------------------------------------------------------

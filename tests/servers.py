@@ -78,6 +78,24 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def bao_ready(url: str, token: str = "root") -> bool:
+    """True once a ``bao server -dev`` answers and its ``secret/`` KV v2 mount
+    accepts writes (right after start it may still be upgrading the mount)."""
+    if not http_ok(url + "/v1/sys/health"):
+        return False
+    request = urllib.request.Request(
+        url + "/v1/secret/data/__ready__",
+        data=b'{"data": {"ready": "yes"}}',
+        headers={"X-Vault-Token": token, "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as resp:
+            return bool(resp.status < 300)
+    except OSError:
+        return False
+
+
 def start_server(
     argv: Sequence[str],
     *,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Server, closed_port, find_binary, free_port, http_ok, start_server
+from servers import Server, bao_ready, closed_port, find_binary, free_port, http_ok, start_server
 from test_cli import run, run_process
 
 from jinja_apsecrets.providers.aws import AwsProvider
@@ -84,7 +84,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(
         argv,
         port=port,
-        ready=lambda url: http_ok(url + "/v1/sys/health"),
+        ready=bao_ready,
         log=home / "bao.log",
         env={"HOME": str(home)},
     )

@@ -20,7 +20,7 @@ import jinja2
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from servers import Server, closed_port, find_binary, free_port, http_ok, start_server
+from servers import Server, bao_ready, closed_port, find_binary, free_port, start_server
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
@@ -65,7 +65,7 @@ def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_server(
         argv,
         port=port,
-        ready=lambda url: http_ok(url + "/v1/sys/health"),
+        ready=bao_ready,
         log=home / "bao.log",
         env={"HOME": str(home)},
     )

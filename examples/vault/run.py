@@ -57,8 +57,10 @@ def start_bao(home: str) -> tuple[subprocess.Popen[bytes], str]:
     url = f"http://127.0.0.1:{port}"
     root = hvac.Client(url=url, token="root")
     for _ in range(200):
-        with contextlib.suppress(requests.exceptions.ConnectionError):  # not listening yet
+        # Not listening yet, or still upgrading the secret/ mount to KV v2.
+        with contextlib.suppress(requests.exceptions.ConnectionError, hvac.exceptions.VaultError):
             if not root.sys.read_health_status(method="GET").get("sealed", True):
+                root.secrets.kv.v2.create_or_update_secret("__ready__", {"ok": "1"})
                 return server, url
         time.sleep(0.05)
     server.terminate()
