@@ -128,3 +128,28 @@ def start_server(
     raise RuntimeError(
         f"{argv[0]} did not become ready in {timeout}s:\n{log.read_text(errors='replace')}"
     )
+
+
+def start_moto(log: Path) -> Server:
+    """A ``moto_server`` (AWS) on 127.0.0.1 and a free port; logs to ``log``."""
+    port = free_port()
+    argv = [find_binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
+    return start_server(argv, port=port, ready=lambda url: http_ok(url + "/moto-api/"), log=log)
+
+
+def start_bao(home: Path) -> Server:
+    """A ``bao server -dev`` (root token ``root``) on 127.0.0.1 and a free port.
+
+    ``home`` becomes its HOME (the dev server writes ``~/.vault-token``) and
+    holds its log."""
+    port = free_port()
+    argv = [
+        find_binary("bao"),
+        "server",
+        "-dev",
+        "-dev-root-token-id=root",
+        f"-dev-listen-address=127.0.0.1:{port}",
+    ]
+    return start_server(
+        argv, port=port, ready=bao_ready, log=home / "bao.log", env={"HOME": str(home)}
+    )

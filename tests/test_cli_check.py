@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Server, bao_ready, closed_port, find_binary, free_port, http_ok, start_server
+from servers import Server, closed_port, start_bao, start_moto
 from test_cli import run, run_process
 
 from jinja_apsecrets.providers.aws import AwsProvider
@@ -62,32 +62,14 @@ class TestLocal:
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    port = free_port()
-    argv = [find_binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    server = start_server(argv, port=port, ready=lambda url: http_ok(url + "/moto-api/"), log=log)
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("bao")  # the dev server writes ~/.vault-token
-    port = free_port()
-    argv = [
-        find_binary("bao"),
-        "server",
-        "-dev",
-        "-dev-root-token-id=root",
-        f"-dev-listen-address=127.0.0.1:{port}",
-    ]
-    server = start_server(
-        argv,
-        port=port,
-        ready=bao_ready,
-        log=home / "bao.log",
-        env={"HOME": str(home)},
-    )
+    server = start_bao(tmp_path_factory.mktemp("bao"))
     yield server
     server.stop()
 

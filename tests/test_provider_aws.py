@@ -24,7 +24,7 @@ import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.retries.standard import ExponentialBackoff
-from servers import Server, closed_port, find_binary, free_port, http_ok, start_server
+from servers import Server, closed_port, start_moto
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.aws import AwsProvider
@@ -45,12 +45,6 @@ SPEC_POLICY = {
         }
     ],
 }
-
-
-def start_moto(log: Path) -> Server:
-    port = free_port()
-    argv = [find_binary("moto_server"), "-H", "127.0.0.1", "-p", str(port)]
-    return start_server(argv, port=port, ready=lambda url: http_ok(url + "/moto-api/"), log=log)
 
 
 def moto_api(server: Server, action: str, body: bytes = b"") -> None:

@@ -20,7 +20,7 @@ import jinja2
 import pytest
 import requests
 from requests.adapters import HTTPAdapter
-from servers import Server, bao_ready, closed_port, find_binary, free_port, start_server
+from servers import Server, closed_port, start_bao
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
@@ -53,22 +53,7 @@ INVALID = [
 
 @pytest.fixture(scope="module")
 def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("bao")  # the dev server writes ~/.vault-token
-    port = free_port()
-    argv = [
-        find_binary("bao"),
-        "server",
-        "-dev",
-        "-dev-root-token-id=root",
-        f"-dev-listen-address=127.0.0.1:{port}",
-    ]
-    server = start_server(
-        argv,
-        port=port,
-        ready=bao_ready,
-        log=home / "bao.log",
-        env={"HOME": str(home)},
-    )
+    server = start_bao(tmp_path_factory.mktemp("bao"))
     yield server
     server.stop()
 
