@@ -37,7 +37,7 @@ PLAYBOOK = """\
       vars:
         creds: "{{ query('apsecret', %s, config='apsecrets.yaml') }}"
         user: "{{ lookup('apsecret', '<<local|ap_sep_v1|app:user>>') }}"
-      no_log: true
+      no_log: %s
 """
 
 
@@ -51,8 +51,8 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def play(project: Path, terms: str) -> subprocess.CompletedProcess[str]:
-    (project / "site.yml").write_text(PLAYBOOK % terms)
+def play(project: Path, terms: str, *, no_log: bool = True) -> subprocess.CompletedProcess[str]:
+    (project / "site.yml").write_text(PLAYBOOK % (terms, "true" if no_log else "false"))
     env = {
         **os.environ,
         "HOME": str(project),
@@ -78,7 +78,10 @@ class TestPlaybook:
         assert "ans-Secret-1" not in result.stdout + result.stderr
 
     def test_missing_secret_fails_the_play_without_values(self, project: Path) -> None:
-        result = play(project, "'local|ap_sep_v1|app:db_password', 'local|ap_sep_v1|app:nope'")
+        # Without no_log, so that the error is shown (ansible-core 2.17 hides it
+        # otherwise): it must name the reference and still hold no value.
+        terms = "'local|ap_sep_v1|app:db_password', 'local|ap_sep_v1|app:nope'"
+        result = play(project, terms, no_log=False)
         output = result.stdout + result.stderr
         assert result.returncode != 0
         assert "SECRET_MANAGER_GET_SECRET_FAILED" in output
