@@ -101,7 +101,7 @@ def _resolve_one(resolver: Resolver, reference: str, on_missing: OnMissing | Non
         return value
     policy = on_missing or resolver.on_missing
     if policy == "error" or not isinstance(value, SecretNotFoundError):
-        raise value
+        raise value.copy()
     click.echo(f"warning: {value.code}: {value.message}, printed as {policy}", err=True)
     return ref.text if policy == "keep" else ""
 

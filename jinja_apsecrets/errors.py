@@ -59,13 +59,31 @@ class SecretsError(Exception):
         """The message alone, without reference or location."""
         return str(self.args[0]) if self.args else ""
 
+    def copy(self) -> SecretsError:
+        """A new error with the same fields.
+
+        Errors are memoized and shared (one per reference, one per fetch); a
+        shared instance is never raised: each raise gets its own copy, so
+        tracebacks do not pile up on one object and locations do not mix.
+        """
+        return _rebuild(
+            type(self),
+            self.message,
+            self.provider,
+            self.path,
+            self.template,
+            self.lineno,
+            self.hint,
+        )
+
     def locate(self, template: str | None, lineno: int | None) -> SecretsError:
-        """Fill in the template name and line if they are not known yet."""
-        if self.template is None:
-            self.template = template
-        if self.lineno is None:
-            self.lineno = lineno
-        return self
+        """A copy with the template name and line filled in where not known yet."""
+        error = self.copy()
+        if error.template is None:
+            error.template = template
+        if error.lineno is None:
+            error.lineno = lineno
+        return error
 
     @property
     def location(self) -> str | None:
@@ -180,6 +198,17 @@ class SecretReferenceSyntaxError(TemplateSyntaxError, SecretValidationError):  #
 
     def __str__(self) -> str:
         return TemplateSyntaxError.__str__(self)
+
+    def copy(self) -> SecretReferenceSyntaxError:
+        return _rebuild_syntax(
+            self.message or "",
+            self.lineno,
+            self.name,
+            self.filename,
+            self.provider,
+            self.path,
+            self.hint,
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (

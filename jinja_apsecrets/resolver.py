@@ -280,7 +280,7 @@ class Resolver:
         """Raise the VALIDATION error of a reference, if it has one (offline)."""
         result = self.locate(connection, path)
         if isinstance(result, SecretValidationError):
-            raise result
+            raise result.copy()
 
     # -- lookups -----------------------------------------------------------------
 
@@ -397,14 +397,14 @@ class Resolver:
         """The value of one reference. Raises its :class:`SecretsError`."""
         value = self.get_many([(connection, path)])[(connection, path)]
         if isinstance(value, SecretsError):
-            raise value
+            raise value.copy()
         return value
 
     async def get_async(self, connection: str, path: str) -> str:
         """Async :meth:`get`."""
         value = (await self.get_many_async([(connection, path)]))[(connection, path)]
         if isinstance(value, SecretsError):
-            raise value
+            raise value.copy()
         return value
 
     def prefetch(self, refs: Iterable[Ref]) -> None:
@@ -450,7 +450,7 @@ class Resolver:
         else:
             error = SecretConnectionError(f"{type(exc).__name__} during check", provider=name)
         self._store_status(name, error)
-        raise error from None
+        raise error.copy() from None
 
     def _use_cached_status(self, name: str) -> bool:
         """True if a fresh status is cached (re-raising its error), else False."""
@@ -458,7 +458,7 @@ class Resolver:
         if cached is None:
             return False
         if cached[1] is not None:
-            raise cached[1]
+            raise cached[1].copy()
         return True
 
     def _cached_status(self, name: str) -> tuple[float, SecretsError | None] | None:

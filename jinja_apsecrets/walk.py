@@ -64,7 +64,7 @@ def substitute(
 
 def _missing(ref: Reference, error: SecretsError, on_missing: str, *, whole: bool) -> str | None:
     if on_missing == "error" or not isinstance(error, SecretNotFoundError):
-        raise error
+        raise error.copy()
     if on_missing == "keep":
         return ref.text
     return None if whole else ""

@@ -106,3 +106,30 @@ class TestNoLeaks:
         ).render()
         assert "prod/db:nokey" in caplog.text
         assert PW not in caplog.text
+
+
+class TestSharedErrors:
+    def test_each_raise_is_a_fresh_error_with_its_own_location(
+        self, make_env: Any, resolver: Any
+    ) -> None:
+        env = make_env(
+            loader=jinja2.DictLoader(
+                {"a.txt": "\n\n<<mem|ap_sep_v1|gone:x>>", "b.txt": "<<mem|ap_sep_v1|gone:x>>"}
+            )
+        )
+        seen = []
+        for name in ("a.txt", "b.txt", "a.txt"):
+            with pytest.raises(SecretNotFoundError) as info:
+                env.get_template(name).render()
+            seen.append(info.value)
+        assert [(e.template, e.lineno) for e in seen] == [("a.txt", 3), ("b.txt", 1), ("a.txt", 3)]
+        assert len({id(e) for e in seen}) == 3
+
+    def test_resolver_raises_copies(self, resolver: Any) -> None:
+        errors = []
+        for _ in range(3):
+            with pytest.raises(SecretNotFoundError) as info:
+                resolver.get("mem", "gone:x")
+            errors.append(info.value)
+        assert len({id(e) for e in errors}) == 3
+        assert all(len(traceback.extract_tb(e.__traceback__)) < 10 for e in errors)
