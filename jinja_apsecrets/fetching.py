@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,58 +115,46 @@ class Fetcher:
                 result = _failure(conn.provider, exc)
         self._complete(conn, batch, result)
 
+    def _drain(self, queue: Queue) -> None:
+        """Run the batches of ``queue`` until it is empty (one lane)."""
+        while True:
+            try:
+                conn, batch = queue.popleft()
+            except IndexError:
+                return
+            self._run_batch(conn, batch)
+
     def fetch(self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]) -> None:
         """Fetch the claimed keys ``owned``; returns when all are filed."""
         # The longest queue first: the calling thread starts on it, and every
         # other connection gets its pool lanes at once, so no backend waits
         # for another one's batches.
         queues = sorted(self._queues(owned, keys).values(), key=len, reverse=True)
-
-        def drain(queue: Queue) -> None:
-            while True:
-                try:
-                    conn, batch = queue.popleft()
-                except IndexError:
-                    return
-                self._run_batch(conn, batch)
-
         futures: list[Future[None]] = []
         for i, queue in enumerate(queues):
             lanes = min(queue[0][0].concurrency, len(queue)) - (1 if i == 0 else 0)
-            futures += [self.executor.submit(drain, queue) for _ in range(lanes)]
+            futures += [self.executor.submit(self._drain, queue) for _ in range(lanes)]
         # The calling thread works too, on every queue, so progress never
         # depends on a free pool thread.
         for queue in queues:
-            drain(queue)
+            self._drain(queue)
         for future in futures:
             future.result()
 
     async def fetch_async(
         self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]
     ) -> None:
-        """Async :meth:`fetch`, on the running loop."""
-        queues = self._queues(owned, keys)
+        """Async :meth:`fetch`: the batches run in the pool, awaited on the loop.
+
+        Every batch is submitted before the first ``await``, and results are
+        filed from the pool threads, never from the caller's loop: a sync
+        render blocking that loop while it waits on the same secret (a
+        synchronous render in an ``async def`` endpoint) cannot deadlock, and
+        a cancelled render does not stop fetches others are waiting for.
+        """
         loop = asyncio.get_running_loop()
-
-        async def run(conn: Connection, batch: list[SecretId], gate: asyncio.Semaphore) -> None:
-            async with gate:
-                try:
-                    result: Any = await conn.provider.fetch_async(batch)
-                except Exception as exc:
-                    result = _failure(conn.provider, exc)
-                self._complete(conn, batch, result)
-
-        jobs: list[Awaitable[Any]] = []
-        for queue in queues.values():
-            conn = queue[0][0]
-            if type(conn.provider).fetch_async is Provider.fetch_async:
-                # Sync providers go to the pool right away (bounded there by the
-                # connection's semaphore), not after every other ready task.
-                jobs += [
-                    loop.run_in_executor(self.executor, self._run_batch, c, batch)
-                    for c, batch in queue
-                ]
-            else:
-                gate = asyncio.Semaphore(conn.concurrency)
-                jobs += [run(c, batch, gate) for c, batch in queue]
+        jobs: list[asyncio.Future[None]] = []
+        for queue in self._queues(owned, keys).values():
+            lanes = min(queue[0][0].concurrency, len(queue))
+            jobs += [loop.run_in_executor(self.executor, self._drain, queue) for _ in range(lanes)]
         await asyncio.gather(*jobs)

@@ -376,10 +376,13 @@ class Resolver:
         try:
             if claim.owned:
                 await self._fetcher.fetch_async(claim.owned, keys)
-        finally:
+        except asyncio.CancelledError:
+            raise  # the submitted batches still complete, for whoever else waits
+        except BaseException:
             self._cache.abandon(
-                [k for k, f in claim.owned.items() if not f.done()], "fetch was cancelled"
+                [k for k, f in claim.owned.items() if not f.done()], "fetch did not complete"
             )
+            raise
         for key, future in {**claim.owned, **claim.waiting}.items():
             outcomes[key] = await asyncio.wrap_future(future)
         return self._finish(located, outcomes, claim.hits, template)

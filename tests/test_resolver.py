@@ -270,3 +270,37 @@ def test_from_config_keywords_win_over_the_file(tmp_path: Any) -> None:
     r.reload()
     assert r.ttl == 1
     assert pickle.loads(pickle.dumps(r)).config_overrides == {"ttl": 1}
+
+
+class TestAsyncHazards:
+    def test_sync_lookup_in_the_loop_while_a_task_owns_the_fetch(
+        self, resolver: Resolver, mem: Any
+    ) -> None:
+        mem.gate = threading.Event()
+
+        async def main() -> tuple[str, str]:
+            owner = asyncio.ensure_future(resolver.get_async("mem", "plain"))
+            await asyncio.sleep(0)  # the owner claims and submits its fetch
+            threading.Timer(0.05, mem.gate.set).start()
+            value = resolver.get("mem", "plain")  # blocks the loop; completes from the pool
+            return value, await owner
+
+        assert asyncio.run(asyncio.wait_for(main(), 10)) == ("plain-Secret-3", "plain-Secret-3")
+        assert mem.fetched == 1
+
+    def test_a_cancelled_render_does_not_fail_the_others(
+        self, resolver: Resolver, mem: Any
+    ) -> None:
+        mem.gate = threading.Event()
+
+        async def main() -> str:
+            owner = asyncio.ensure_future(resolver.get_async("mem", "plain"))
+            await asyncio.sleep(0)
+            waiter = asyncio.ensure_future(resolver.get_async("mem", "plain"))
+            await asyncio.sleep(0)
+            owner.cancel()
+            mem.gate.set()
+            return await waiter
+
+        assert asyncio.run(asyncio.wait_for(main(), 10)) == "plain-Secret-3"
+        assert mem.fetched == 1
