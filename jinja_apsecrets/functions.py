@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jinja2 import pass_context
 from jinja2.environment import Environment
 from jinja2.runtime import Context
-from jinja2.utils import _PassArg
+from jinja2.utils import missing
 from markupsafe import Markup
 
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
@@ -96,9 +96,10 @@ def install_secret_resolver(
     """Attach ``resolver`` to ``environment`` (bound as ``env.install_secret_resolver``).
 
     ``on_missing`` overrides the resolver's policy for this environment.
-    ``resolve_values=True`` also resolves references inside printed variable
-    values: only for trusted inputs, since any such string could then read any
-    secret the resolver can reach. Templates compiled before are dropped from
+    ``resolve_values=True`` also resolves references in the values of template
+    variables (looked up from the render's context, deeply, once per render):
+    only for trusted inputs, since any such string could then read any secret
+    the resolver can reach. Templates compiled before are dropped from
     the template cache, so they are validated against the new connections.
     """
     if on_missing is not None and on_missing not in ON_MISSING:
@@ -109,50 +110,57 @@ def install_secret_resolver(
     if bool(resolve_values) != bool(env.secret_resolve_values):
         env.secret_resolve_values = bool(resolve_values)
         if resolve_values:
-            env.finalize = _ResolveValues(env.finalize)
-        elif isinstance(env.finalize, _ResolveValues):
-            env.finalize = env.finalize.inner
+            env.context_class = _resolving_context(env.context_class)
+        elif issubclass(env.context_class, _ResolvingMixin):
+            env.context_class = next(
+                c for c in env.context_class.__mro__[1:] if not issubclass(c, _ResolvingMixin)
+            )
     if environment.cache is not None:
         environment.cache.clear()
 
 
-class _ResolveValues:
-    """A finalize that resolves references in printed ``str`` values, then
-    calls the environment's own finalize. Resolved values (``SecretText``) and
-    ``Markup`` are not plain ``str`` and are left alone."""
+def _resolving_context(base: type[Context]) -> type[Context]:
+    """``base`` with variable lookups that resolve references (``resolve_values``)."""
+    if issubclass(base, _ResolvingMixin):
+        return base
+    if base is Context:
+        return _ResolvingMixin  # importable, so the environment still pickles
+    return type(f"Resolving{base.__name__}", (_ResolvingMixin, base), {})
 
-    jinja_pass_arg = _PassArg.context
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+class _ResolvingMixin(Context):
+    """Resolves references in the values of variables when a template looks them
+    up (render arguments, globals), deeply, once per render. Only values read
+    from the context are resolved, never printed output, so a secret value,
+    however it is later combined, is never parsed again."""
 
-    def __call__(self, context: Context, value: Any) -> Any:
-        if type(value) is str and SEPARATOR in value:
-            env: Any = context.environment
-            resolver: Resolver | None = env.secret_resolver
-            if resolver is not None and collect(value):
-                try:
-                    value = resolver.resolve(value, on_missing=on_missing_policy(env, resolver))
-                except SecretsError as exc:
-                    raise exc.locate(*_location(context.name)) from None
-                value = "" if value is None else SecretText(value)
-        inner = self.inner
-        if inner is None:
+    def resolve_or_missing(self, key: str) -> Any:
+        value = super().resolve_or_missing(key)
+        if value is missing or isinstance(value, SecretText):
             return value
-        arg = _PassArg.from_obj(inner)
-        if arg is _PassArg.context:
-            return inner(context, value)
-        if arg is _PassArg.eval_context:
-            return inner(context.eval_ctx, value)
-        if arg is _PassArg.environment:
-            return inner(context.environment, value)
-        return inner(value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ResolveValues) and other.inner == self.inner
-
-    def __hash__(self) -> int:
-        return hash((_ResolveValues, id(self.inner)))
+        if key in self.vars:
+            # Set by the template (seen from a block), perhaps from a secret:
+            # data. A variable handed to an included template is a plain
+            # context value there, and is resolved (see README, limitations).
+            return value
+        if not isinstance(value, (str, Mapping, list, tuple)) or (
+            isinstance(value, str) and SEPARATOR not in value
+        ):
+            return value
+        done: dict[str, Any] = self.__dict__.setdefault("_apsecrets_resolved", {})
+        if key in done:
+            return done[key]
+        env: Any = self.environment
+        resolver: Resolver | None = env.secret_resolver
+        if resolver is not None and collect(value):
+            try:
+                value = resolver.resolve(value, on_missing=on_missing_policy(env, resolver))
+            except SecretsError as exc:
+                raise exc.locate(*_location(self.name)) from None
+            if isinstance(value, str):
+                value = SecretText(value)
+        done[key] = value
+        return value
 
 
 @pass_context

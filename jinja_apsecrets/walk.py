@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import SecretNotFoundError, SecretsError
 from .reference import Reference, find_references
+from .undefined import SecretText
 
 __all__ = ["collect", "rebuild", "substitute"]
 
@@ -20,6 +21,8 @@ def collect(obj: Any, found: list[Reference] | None = None) -> list[Reference]:
     """Every reference in the strings of ``obj`` (dict values, list and tuple items)."""
     if found is None:
         found = []
+    if isinstance(obj, SecretText):
+        return found  # a resolved value is never parsed again
     if isinstance(obj, str):
         found.extend(find_references(obj))
     elif isinstance(obj, Mapping):
@@ -72,6 +75,8 @@ def _missing(ref: Reference, error: SecretsError, on_missing: str, *, whole: boo
 
 def rebuild(obj: Any, values: Mapping[tuple[str, str], str | SecretsError], on_missing: str) -> Any:
     """A copy of ``obj`` with references resolved; unchanged parts are shared."""
+    if isinstance(obj, SecretText):
+        return obj
     if isinstance(obj, str):
         return substitute(obj, values, on_missing)
     if isinstance(obj, Mapping):

@@ -262,6 +262,35 @@ class TestFunctionsAndPolicies:
                 == tricky
             )
 
+    def test_derived_values_are_never_parsed_again(
+        self, make_env: MakeEnv, resolver: Resolver
+    ) -> None:
+        tricky = "<<mem|ap_sep_v1|prod/db:password>> {{ 7 * 6 }} {% if x %}"
+        env = make_env()
+        env.install_secret_resolver(resolver, resolve_values=True)  # type: ignore[attr-defined]
+        for src in (
+            "{{ secret('mem', 'tricky:value') ~ '' }}",
+            "{{ secret('mem', 'tricky:value') | trim }}",
+            "{% set x %}<<mem|ap_sep_v1|tricky:value>>{% endset %}{{ x }}",
+            "{{ secret('mem', 'tricky:value') | resolve_secrets }}",
+            "{% set y = secret('mem', 'tricky:value') ~ '' %}{{ y }}",
+        ):
+            assert env.from_string(src).render() == tricky, src
+
+    def test_resolve_values_reads_nested_variables(
+        self, make_env: MakeEnv, resolver: Resolver
+    ) -> None:
+        env = make_env()
+        env.install_secret_resolver(resolver, resolve_values=True)  # type: ignore[attr-defined]
+        cfg = {"db": {"pw": REF}, "hosts": ["a", "<<mem|ap_sep_v1|plain>>"]}
+        t = env.from_string(
+            "{{ cfg.db.pw }} {{ cfg.hosts | join(',') }}{% for h in cfg.hosts %}|{{ h }}{% endfor %}"
+        )
+        assert t.render(cfg=cfg) == f"{PW} a,plain-Secret-3|a|plain-Secret-3"
+        assert pickle.loads(pickle.dumps(env)).from_string("{{ v }}").render(v=REF) == PW
+        env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+        assert env.from_string("{{ v }}").render(v=REF) == REF
+
     def test_on_missing_keep(self, make_env: MakeEnv, resolver: Resolver) -> None:
         env = make_env()
         env.install_secret_resolver(resolver, on_missing="keep")  # type: ignore[attr-defined]
