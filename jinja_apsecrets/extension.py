@@ -168,11 +168,12 @@ class SecretsExtension(Extension):
                 first, last = run[0], run[-1]
                 begin = env.block_start_string + ("-" if first.strip_before else "+")
                 end = ("-" if last.strip_after else "+") + env.block_end_string
-                span = source[first.start : last.end]
-                out.append(f"{source[pos : first.start]}{begin} {RUN_TAG} {_literal(span)} {end}")
+                start = self._tag_start(source, pos, first.start, begin)
+                span = source[start : last.end]
+                out.append(f"{source[pos:start]}{begin} {RUN_TAG} {_literal(span)} {end}")
                 # parse() takes the run's pieces from here instead of scanning again;
                 # keys and text are newline-normalized as the lexer normalizes them.
-                items: list[Piece] = []
+                items: list[Piece] = [source[start : first.start]] if start < first.start else []
                 for i, ref in enumerate(run):
                     if i:
                         items.append(normalize(source[run[i - 1].end : ref.start]))
@@ -195,6 +196,21 @@ class SecretsExtension(Extension):
         _pending.refs = refs
         _pending.runs = runs
         return "".join(out)
+
+    def _tag_start(self, source: str, low: int, start: int, begin: str) -> int:
+        """Where the tag may start: text right before it must not run into its
+        opening delimiter (``{`` + ``{%+`` would read as ``{{``); such
+        characters move into the run, as its leading text."""
+        env = self.environment
+        starts = (env.block_start_string, env.variable_start_string, env.comment_start_string)
+        lead = source[max(low, start - max(map(len, starts))) : start]
+        if "\n" in lead:
+            lead = lead[lead.rindex("\n") + 1 :]
+        probe = lead + begin
+        for i in range(len(lead)):
+            if any(probe.startswith(d, i) and i + len(d) > len(lead) for d in starts):
+                return start - (len(lead) - i)
+        return start
 
     def filter_stream(self, stream: TokenStream) -> TokenStream | Any:
         refs: list[Reference] | None = getattr(_pending, "refs", None)

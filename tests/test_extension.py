@@ -448,3 +448,23 @@ def test_overlay_has_its_own_resolver(
     overlay.install_secret_resolver(other)  # type: ignore[attr-defined]
     assert env.secret_resolver is resolver  # type: ignore[attr-defined]
     assert overlay.from_string("[[mem|ap_sep_v1|plain]] [[ 1 ]]").render() == "plain-Secret-3 1"
+
+
+@pytest.mark.parametrize(
+    "src", ["{<<mem|ap_sep_v1|plain>>}", "${<<mem|ap_sep_v1|plain>>}", "{ <<mem|ap_sep_v1|plain>>"]
+)
+def test_text_before_a_reference_never_joins_the_tag(env: jinja2.Environment, src: str) -> None:
+    expected = src.replace("<<mem|ap_sep_v1|plain>>", "plain-Secret-3").replace(
+        "{{mem|ap_sep_v1|plain}}", "plain-Secret-3"
+    )
+    assert env.from_string(src).render() == expected
+
+
+def test_text_before_a_reference_with_custom_delimiters(make_env: MakeEnv) -> None:
+    env = make_env(
+        block_start_string="[%",
+        block_end_string="%]",
+        variable_start_string="[[",
+        variable_end_string="]]",
+    )
+    assert env.from_string("a[<<mem|ap_sep_v1|plain>>]").render() == "a[plain-Secret-3]"
