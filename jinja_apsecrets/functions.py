@@ -174,6 +174,14 @@ def secret(context: Context, connection: str, path: str) -> Any:
     resolver: Resolver | None = env.secret_resolver
     if resolver is None:
         raise no_resolver(*_location(context.name))
+    if not isinstance(connection, str) or not isinstance(path, str):
+        name, lineno = _location(context.name)
+        raise SecretValidationError(
+            "secret() takes a connection name and a path, both strings "
+            f"(got {type(connection).__name__} and {type(path).__name__})",
+            template=name,
+            lineno=lineno,
+        )
     text = f"<<{connection}|{SEPARATOR}|{path}>>"
     if env.is_async:
         return _secret_async(context, resolver, connection, path, text)

@@ -325,6 +325,13 @@ class Resolver:
                         expires = outcome.expires
                     except SecretsError as exc:
                         value = _for_ref(exc, *ref)
+                    except (TypeError, ValueError) as exc:  # a value that is not text
+                        value = SecretNotFoundError(
+                            f"Secret value for {ref[1]} cannot be printed as text "
+                            f"({type(exc).__name__})",
+                            provider=ref[0],
+                            path=ref[1],
+                        )
             out[ref] = (value, expires)
             if self.audit is not None:
                 key = None if isinstance(result, SecretsError) else (ref[0], result[1].secret)

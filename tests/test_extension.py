@@ -468,3 +468,11 @@ def test_text_before_a_reference_with_custom_delimiters(make_env: MakeEnv) -> No
         variable_end_string="]]",
     )
     assert env.from_string("a[<<mem|ap_sep_v1|plain>>]").render() == "a[plain-Secret-3]"
+
+
+@pytest.mark.parametrize("arg", ["123", "['A']", "none"])
+def test_secret_with_a_non_string_path_is_a_validation_error(
+    env: jinja2.Environment, arg: str
+) -> None:
+    with pytest.raises(SecretValidationError, match="both strings"):
+        env.from_string(f"\n{{{{ secret('mem', {arg}) }}}}").render()

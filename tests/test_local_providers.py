@@ -98,3 +98,12 @@ class TestFile:
         resolver = Resolver({"local": FileProvider("local", {"path": str(path)})})
         with pytest.raises(SecretNotFoundError, match="Secret value for key zz not found"):
             resolver.get("local", "app:zz")
+
+
+def test_yaml_dates_and_other_values_print_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("app:\n  born: 2024-01-01\n  list: [1, 2024-01-02]\nday: 2024-01-03\n")
+    resolver = Resolver({"local": FileProvider("local", {"path": str(path)})})
+    assert resolver.get("local", "app:born") == "2024-01-01"
+    assert resolver.get("local", "app:list") == '[1,"2024-01-02"]'
+    assert resolver.get("local", "day") == "2024-01-03"

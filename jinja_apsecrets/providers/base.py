@@ -197,7 +197,7 @@ class Provider(abc.ABC):
         if key is None:
             if isinstance(document, str):
                 return document
-            return json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+            return as_text(document)
         if not isinstance(document, Mapping):
             raise SecretNotFoundError(
                 f"Secret {locator.secret} is not a JSON object, so it has no key {key}",
@@ -235,10 +235,14 @@ class Provider(abc.ABC):
 
 
 def as_text(value: Any) -> str:
-    """A secret value as text: strings as they are, anything else as JSON."""
+    """A secret value as text: strings as they are, JSON values as JSON text,
+    anything else (a YAML date) as ``str()`` gives it."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if value is None or isinstance(value, (Mapping, list, tuple, int, float, bool)):
+        # default=str: YAML files may hold dates and the like inside containers.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return str(value)  # a date, say
 
 
 def split_key(path: str, *, sep: str = ":") -> tuple[str, str] | None:

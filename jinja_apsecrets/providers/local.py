@@ -17,7 +17,16 @@ from typing import Any
 import yaml
 
 from ..errors import SecretConnectionError, SecretNotFoundError, SecretsError
-from .base import Document, FetchResult, Field, Locator, Provider, SecretId, split_key
+from .base import (
+    Document,
+    FetchResult,
+    Field,
+    Locator,
+    Provider,
+    SecretId,
+    as_text,
+    split_key,
+)
 
 __all__ = ["EnvProvider", "FileProvider"]
 
@@ -173,7 +182,7 @@ class FileProvider(Provider):
                 out[sid] = SecretNotFoundError(f"Secret {sid.name} not found in {self.file}")
                 continue
             value = data[sid.name]
-            out[sid] = value if isinstance(value, (str, Mapping)) else json.dumps(value)
+            out[sid] = value if isinstance(value, (str, Mapping)) else as_text(value)
         return out
 
     def check(self) -> None:
