@@ -149,6 +149,11 @@ class SecretCache:
         """Release claims that will not be completed (the fetch was cancelled)."""
         self.complete({k: SecretConnectionError(reason) for k in keys}, {})
 
+    def documents(self) -> list[Document]:
+        """The cached documents (for redaction; never logged)."""
+        with self._lock:
+            return [entry.document for entry in self._entries.values()]
+
     def invalidate(self, connection: str | None = None) -> None:
         """Drop cached documents of one connection, or all of them."""
         with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from collections.abc import Callable
 
 import click
 import jinja2
@@ -99,6 +100,18 @@ def _display(name: str | None, root: str | None) -> str | None:
     return os.path.normpath(os.path.join(root, name))
 
 
+#: Functions that scrub secret values out of text; the CLI's resolvers register
+#: themselves here, so that messages quoting a value (a template's own error,
+#: a template name computed from a secret) never print it.
+REDACTORS: list[Callable[[str], str]] = []
+
+
+def redact(text: str) -> str:
+    for scrub in REDACTORS:
+        text = scrub(text)
+    return text
+
+
 def describe(
     error: BaseException, *, template: str | None = None, root: str | None = None
 ) -> list[str]:
@@ -129,11 +142,11 @@ def describe(
         return [*lines, f"hint: {hint}"] if hint else lines
     if isinstance(error, jinja2.TemplateNotFound):
         loaded = f" (loaded by {template})" if template else ""
-        return [f"error: template not found: {error.name}{loaded}"]
+        return [f"error: template not found: {redact(str(error.name))}{loaded}"]
     place = _template_line(error) or template
     suffix = f" ({place})" if place else ""
     if isinstance(error, jinja2.TemplateError):
-        return [f"error: {type(error).__name__}: {error.message}{suffix}"]
+        return [f"error: {type(error).__name__}: {redact(str(error.message))}{suffix}"]
     if isinstance(error, UnicodeDecodeError):
         return [f"error: cannot read template: it is not UTF-8 text{suffix}"]
     return [

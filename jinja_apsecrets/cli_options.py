@@ -18,7 +18,15 @@ import click
 import jinja2
 
 from .cli_audit import AuditHook, AuditLog, Reporter, fan_out, library_logging
-from .cli_errors import EXIT_CONNECTION, EXIT_OK, EXIT_RENDER, EXIT_USAGE, UsageProblem, report
+from .cli_errors import (
+    EXIT_CONNECTION,
+    EXIT_OK,
+    EXIT_RENDER,
+    EXIT_USAGE,
+    REDACTORS,
+    UsageProblem,
+    report,
+)
 from .cli_output import OutputError, parse_mode
 from .config import find_config
 from .errors import SecretsError, SecretValidationError
@@ -86,6 +94,8 @@ def session(config: Path | None, audit_log: str | None, reporter: Reporter) -> I
         try:
             hook = fan_out(log, reporter.lookup if reporter else None)
             with load_resolver(config, hook) as resolver:
+                resolver.remember_values()
+                REDACTORS.append(resolver.redact)
                 names = ", ".join(resolver.connections) or "none"
                 reporter.info(f"config: {find_config(config)} (connections: {names})")
                 yield resolver

@@ -113,6 +113,7 @@ class Resolver:
         self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
         self._generation = 0
         self._fetcher = Fetcher(self._cache, self.max_workers)
+        self._handed_out: set[str] | None = None
 
     # -- configuration ---------------------------------------------------------
 
@@ -333,6 +334,8 @@ class Resolver:
                             path=ref[1],
                         )
             out[ref] = (value, expires)
+            if self._handed_out is not None and isinstance(value, str):
+                self._handed_out.add(value)
             if self.audit is not None:
                 key = None if isinstance(result, SecretsError) else (ref[0], result[1].secret)
                 self._audit(ref, value, key in hit_keys, template)
@@ -540,6 +543,36 @@ class Resolver:
         return rebuild(obj, values, on_missing or self.on_missing)
 
     # -- lifecycle and safety ------------------------------------------------------
+
+    def remember_values(self) -> None:
+        """Keep every value handed out from now on (in memory), so that
+        :meth:`redact` also knows those of uncached connections. For one-shot
+        processes such as the CLI."""
+        if self._handed_out is None:
+            self._handed_out = set()
+
+    def redact(self, text: str, *, placeholder: str = "<redacted>") -> str:
+        """``text`` with every cached (or remembered) secret value of 4
+        characters or more replaced: for messages that may quote a value."""
+        values: set[str] = set(self._handed_out or ())
+
+        def leaves(doc: Any) -> None:
+            if isinstance(doc, str):
+                values.add(doc)
+            elif isinstance(doc, Mapping):
+                for item in doc.values():
+                    leaves(item)
+            elif isinstance(doc, (list, tuple)):
+                for item in doc:
+                    leaves(item)
+            elif doc is not None:
+                values.add(str(doc))
+
+        for document in self._cache.documents():
+            leaves(document)
+        for value in sorted((v for v in values if len(v) >= 4), key=len, reverse=True):
+            text = text.replace(value, placeholder)
+        return text
 
     def close(self) -> None:
         """Shut the thread pool down and close provider clients."""

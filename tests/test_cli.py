@@ -115,6 +115,21 @@ class TestRender:
 
 
 class TestErrors:
+    @pytest.mark.parametrize(
+        "source",
+        [
+            '{% include secret("local", "app:db_password") %}',
+            '{% import secret("local", "app:db_password") as m %}',
+            '{{ hosts[secret("local", "app:db_password") | trim] }}',
+        ],
+    )
+    def test_template_errors_quoting_a_value_are_redacted(self, project: Path, source: str) -> None:
+        (project / "leak.j2").write_text(source + "\n")
+        code, out, err = run("render", "leak.j2", "--set", "hosts.x=1", cwd=project)
+        assert code == 1
+        assert SECRET not in out + err
+        assert "<redacted>" in err
+
     def test_missing_secret_writes_nothing(self, project: Path) -> None:
         (project / "app.conf").write_text("old")
         (project / "bad.j2").write_text("ok\n<<local|ap_sep_v1|app:nope>>\n")
