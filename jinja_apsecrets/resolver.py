@@ -84,7 +84,7 @@ class Resolver:
             raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
         self.ttl = float(ttl)
         self.connection_ttl = float(connection_ttl)
-        self.policy: tuple[str, ...] | None = tuple(policy) if policy is not None else None
+        self._policy: tuple[str, ...] | None = tuple(policy) if policy is not None else None
         self.on_missing: OnMissing = on_missing
         self.timer = timer
         self.maxsize = maxsize
@@ -101,6 +101,20 @@ class Resolver:
                     f"connection {name!r} holds a provider named {provider.name!r}"
                 )
             self.add_connection(provider)
+
+    @property
+    def policy(self) -> tuple[str, ...] | None:
+        """The allow-list of ``"connection:path"`` globs, or None (all allowed)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, patterns: Sequence[str] | None) -> None:
+        new = tuple(patterns) if patterns is not None else None
+        if new != self._policy:
+            self._policy = new
+            with self._lock:
+                self._parsed.clear()  # decisions memoized under the old list
+            self._bump()
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
@@ -144,12 +158,7 @@ class Resolver:
         self.ttl = config.ttl
         self.connection_ttl = config.connection_ttl
         self.stale_if_error = self._cache.stale_if_error = config.stale_if_error
-        if tuple(config.policy or ()) != tuple(self.policy or ()) or (config.policy is None) != (
-            self.policy is None
-        ):
-            self.policy = tuple(config.policy) if config.policy is not None else None
-            self._parsed.clear()
-            self._bump()
+        self.policy = config.policy
         self.on_missing = config.on_missing
         wanted = config.connections
         for name in list(self._connections):
@@ -594,6 +603,7 @@ class Resolver:
         # Settings and providers (rebuilt from their options) only: no cached
         # secrets, locks, pools or SDK clients.
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["_policy"] = self._policy
         state["_connections"] = {
             name: (c.provider, c.ttl, c.concurrency, c.spec)
             for name, c in self._connections.items()

@@ -304,3 +304,13 @@ class TestAsyncHazards:
 
         assert asyncio.run(asyncio.wait_for(main(), 10)) == "plain-Secret-3"
         assert mem.fetched == 1
+
+
+def test_changing_the_policy_applies_to_references_already_seen(resolver: Resolver) -> None:
+    assert resolver.get("mem", "plain") == "plain-Secret-3"
+    resolver.policy = ["mem:prod/*"]
+    with pytest.raises(SecretNotFoundError, match="policy"):
+        resolver.get("mem", "plain")
+    assert pickle.loads(pickle.dumps(resolver)).policy == ("mem:prod/*",)
+    resolver.policy = None
+    assert resolver.get("mem", "plain") == "plain-Secret-3"
