@@ -149,10 +149,14 @@ class SecretsExtension(Extension):
         _pending.watch = worth_watching(source)
         if SEPARATOR not in source:
             return source
+        original = source
+        # Jinja's lexer reads "\r\n" and a lone "\r" as line breaks (and
+        # prints every line break as newline_sequence): scan what it will see.
+        source = _NEWLINES.sub("\n", source)
         segments = list(self._get_scanner().scan(source))
         refs = [s.ref for s in segments if s.ref is not None]
         if not refs:
-            return source
+            return original
         env = self.environment
         out: list[str] = []
         run: list[Reference] = []

@@ -476,3 +476,10 @@ def test_secret_with_a_non_string_path_is_a_validation_error(
 ) -> None:
     with pytest.raises(SecretValidationError, match="both strings"):
         env.from_string(f"\n{{{{ secret('mem', {arg}) }}}}").render()
+
+
+@pytest.mark.parametrize("newline", ["\r", "\r\n"])
+def test_carriage_returns_are_line_breaks_as_for_jinja(make_env: MakeEnv, newline: str) -> None:
+    env = make_env(line_comment_prefix="##", line_statement_prefix="%")
+    src = f"<<mem|ap_sep_v1|plain>>{newline}## note <<mem|ap_sep_v1|gone:x>>{newline}% if 1{newline}b <<mem|ap_sep_v1|plain>>{newline}% endif{newline}"
+    assert env.from_string(src).render() == "plain-Secret-3\n\nb plain-Secret-3\n"
