@@ -41,27 +41,50 @@ SEPARATOR = "ap_sep_v1"
 CONNECTION_PATTERN = r"[A-Za-z0-9_.-]+"
 _CONNECTION_RE = re.compile(CONNECTION_PATTERN + r"\Z")
 
-_ANGLE = re.compile(
-    r"<<[ \t]*(?P<conn>" + CONNECTION_PATTERN + r")\|" + SEPARATOR + r"\|(?P<path>[^\r\n]*?)>>"
-)
+# A reference is a head (opening delimiter, connection, separator) and the
+# first closing delimiter after it on the same line. Heads are found by regex;
+# closers by str.find, remembered across heads (see _Closer), so scanning stays
+# linear however many heads a line holds.
+_ANGLE_HEAD = re.compile(r"<<[ \t]*(?P<conn>" + CONNECTION_PATTERN + r")\|" + SEPARATOR + r"\|")
+_EOL = re.compile(r"[\r\n]")
 
 
-def _brace_pattern(start: str, end: str) -> re.Pattern[str]:
-    s, e = re.escape(start), re.escape(end)
+def _brace_head(start: str) -> re.Pattern[str]:
     return re.compile(
-        s
+        re.escape(start)
         + r"(?P<ls>[-+]?)[ \t]*(?P<conn>"
         + CONNECTION_PATTERN
         + r")\|"
         + SEPARATOR
-        # A "-" right before the end delimiter, after a blank, is Jinja's
-        # whitespace control, not part of the path.
-        + r"\|(?P<path>[^\r\n]*?)(?:(?<=[ \t])(?P<rs>[-+]))?"
-        + e
+        + r"\|"
     )
 
 
-_BRACE = _brace_pattern("{{", "}}")
+_BRACE_HEAD = _brace_head("{{")
+
+
+class _Closer:
+    """The first ``close`` at or after a position, on the same line.
+
+    Positions asked for must not decrease; the next closer and the next line
+    end are remembered, so a long line of heads without a closer costs one
+    pass, not one per head.
+    """
+
+    def __init__(self, text: str, close: str) -> None:
+        self.text, self.close = text, close
+        self._close = self._eol = -1
+
+    def find(self, pos: int) -> int:
+        """Index of the closer, or -1 if the line ends first."""
+        text = self.text
+        if self._close < pos:
+            found = text.find(self.close, pos)
+            self._close = found if found >= 0 else len(text) + 1
+        if self._eol < pos:
+            eol = _EOL.search(text, pos)
+            self._eol = eol.start() if eol else len(text)
+        return self._close if self._close + len(self.close) <= self._eol else -1
 
 
 @dataclass(slots=True)
@@ -84,12 +107,29 @@ class Reference:
         return (self.connection, self.path)
 
 
-def _make(m: re.Match[str], form: Literal["angle", "brace"], lineno: int) -> Reference:
-    start, end = m.span()
-    ref = Reference(m["conn"], m["path"].strip(" \t"), m[0], start, end, lineno, form)
+def _match(
+    head: re.Match[str] | None, closer: _Closer, form: Literal["angle", "brace"], lineno: int
+) -> Reference | None:
+    """The reference that starts with ``head``, if its closer is on the line."""
+    if head is None:
+        return None
+    close = closer.find(head.end())
+    if close < 0:
+        return None
+    body = closer.text[head.end() : close]
+    strip_after = False
+    if form == "brace" and len(body) >= 2 and body[-1] in "-+" and body[-2] in " \t":
+        # A "-" right before the end delimiter, after a blank, is Jinja's
+        # whitespace control, not part of the path.
+        strip_after = body[-1] == "-"
+        body = body[:-1]
+    start, end = head.start(), close + len(closer.close)
+    ref = Reference(
+        head["conn"], body.strip(" \t"), closer.text[start:end], start, end, lineno, form
+    )
     if form == "brace":
-        ref.strip_before = m["ls"] == "-"
-        ref.strip_after = m["rs"] == "-"
+        ref.strip_before = head["ls"] == "-"
+        ref.strip_after = strip_after
     return ref
 
 
@@ -101,18 +141,25 @@ def find_references(text: str) -> list[Reference]:
     if SEPARATOR not in text:
         return []
     found: list[Reference] = []
+    closers = {"angle": _Closer(text, ">>"), "brace": _Closer(text, "}}")}
+    heads = {"angle": _ANGLE_HEAD, "brace": _BRACE_HEAD}
     pos = line_pos = 0
     lineno = 1
     while True:
-        a = _ANGLE.search(text, pos)
-        b = _BRACE.search(text, pos)
-        m, form = (a, "angle") if a and (not b or a.start() <= b.start()) else (b, "brace")
-        if m is None:
+        a = _ANGLE_HEAD.search(text, pos)
+        b = _BRACE_HEAD.search(text, pos)
+        if a is None and b is None:
             return found
-        lineno += text.count("\n", line_pos, m.start())
-        line_pos = m.start()
-        found.append(_make(m, form, lineno))  # type: ignore[arg-type]
-        pos = m.end()
+        head, form = (a, "angle") if a and (not b or a.start() <= b.start()) else (b, "brace")
+        assert head is not None
+        lineno += text.count("\n", line_pos, head.start())
+        line_pos = head.start()
+        ref = _match(heads[form].match(text, head.start()), closers[form], form, lineno)  # type: ignore[arg-type]
+        if ref is None:
+            pos = head.start() + 1
+            continue
+        found.append(ref)
+        pos = ref.end
 
 
 def parse_bare(text: str) -> Reference | None:
@@ -202,7 +249,7 @@ class TemplateScanner:
         self._raw_end = re.compile(
             bs + r"(\-|\+|)\s*endraw\s*(?:\+" + be + r"|\-" + be + r"\s*|" + be + ")"
         )
-        self._var_ref = _brace_pattern(self.variable_start, self.variable_end)
+        self._var_head = _brace_head(self.variable_start)
         self._delims = tuple(
             d for d in {self.block_start, self.variable_start, self.comment_start} if d
         )
@@ -253,6 +300,12 @@ class TemplateScanner:
         pos = data_start = line_pos = 0
         lineno = 1
         n = len(source)
+        closers = {
+            "angle": _Closer(source, ">>"),
+            "brace": _Closer(source, "}}"),
+            "variable": _Closer(source, self.variable_end),
+        }
+        heads = {"angle": _ANGLE_HEAD, "brace": _BRACE_HEAD, "variable": self._var_head}
         while pos < n:
             m = self._start.search(source, pos)
             if m is None:
@@ -261,13 +314,12 @@ class TemplateScanner:
             start = m.start()
             ref: Reference | None = None
             if kind in ("angle", "brace", "variable"):
-                pattern = {"angle": _ANGLE, "brace": _BRACE, "variable": self._var_ref}[kind]
-                rm = pattern.match(source, start)
-                if rm is not None:
-                    lineno += source.count("\n", line_pos, start)
-                    line_pos = start
-                    ref = _make(rm, "angle" if kind == "angle" else "brace", lineno)
-                elif kind != "variable":
+                assert kind is not None
+                form: Literal["angle", "brace"] = "angle" if kind == "angle" else "brace"
+                lineno += source.count("\n", line_pos, start)
+                line_pos = start
+                ref = _match(heads[kind].match(source, start), closers[kind], form, lineno)
+                if ref is None and kind != "variable":
                     pos = start + 1
                     continue
             if start > data_start:
