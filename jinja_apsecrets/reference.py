@@ -145,9 +145,14 @@ def find_references(text: str) -> list[Reference]:
     heads = {"angle": _ANGLE_HEAD, "brace": _BRACE_HEAD}
     pos = line_pos = 0
     lineno = 1
+    a = _ANGLE_HEAD.search(text)
+    b = _BRACE_HEAD.search(text)
     while True:
-        a = _ANGLE_HEAD.search(text, pos)
-        b = _BRACE_HEAD.search(text, pos)
+        # Search again only for the form whose next head was passed.
+        if a is not None and a.start() < pos:
+            a = _ANGLE_HEAD.search(text, pos)
+        if b is not None and b.start() < pos:
+            b = _BRACE_HEAD.search(text, pos)
         if a is None and b is None:
             return found
         head, form = (a, "angle") if a and (not b or a.start() <= b.start()) else (b, "brace")
