@@ -12,7 +12,7 @@ for the delay (default 50 ms, a cross-region round trip) and counts it.
    sequence (boto3 ``get_secret_value`` / hvac ``read_secret_version``, the
    peers' way), (c) one request per secret in sequence.
 2. Warm render of the same template against plain Jinja2 rendering it with
-   the values written in (alternating, medians).
+   the values written in (alternating, best round of each).
 3. 16 threads rendering for 5 s with a 1 s TTL: secret fetches per key per
    TTL window.
 4. 100 concurrent ``render_async`` calls on a cold cache: backend requests.
@@ -56,6 +56,7 @@ import hvac
 import jinja2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_core import side_by_side
 from delay_proxy import ProxyProcess
 
 import jinja_apsecrets
@@ -454,23 +455,6 @@ def bench_cold(b: Backends, refs: list[Ref], quick: bool) -> dict[str, Cold]:
 # -- 2. warm render -----------------------------------------------------------------
 
 
-def timed(fn: Callable[[], object], number: int) -> float:
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    return (time.perf_counter() - start) / number
-
-
-def side_by_side(
-    a: Callable[[], object], b: Callable[[], object], number: int, rounds: int
-) -> tuple[float, float]:
-    ta, tb = [], []
-    for _ in range(rounds):
-        ta.append(timed(a, number))
-        tb.append(timed(b, number))
-    return statistics.median(ta), statistics.median(tb)
-
-
 @dataclass
 class Warm:
     label: str
@@ -786,7 +770,7 @@ def report(
         "## 2. Warm render",
         "",
         "The compiled template rendered again with every secret cached, against plain Jinja2 "
-        "rendering the same text with the values written in. Sides alternate; medians of "
+        "rendering the same text with the values written in. Sides alternate; best of "
         f"{main_warm.rounds} rounds of {main_warm.number} renders.",
         "",
         "| template | jinja_apsecrets | plain Jinja2 | ratio | target | backend requests |",
