@@ -182,7 +182,14 @@ class Provider(abc.ABC):
         """
 
     async def fetch_async(self, ids: Sequence[SecretId]) -> FetchResult:
-        """Async :meth:`fetch`. The default runs :meth:`fetch` in a worker thread."""
+        """Async :meth:`fetch`, for direct use. The default runs :meth:`fetch`
+        in a worker thread.
+
+        The resolver itself always calls :meth:`fetch`, in its own pool, also
+        on its async path: a fetch then never depends on a caller's event loop
+        (a sync render blocking that loop cannot deadlock on it), so
+        :meth:`fetch` must work from any thread, inside a running loop too.
+        """
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.fetch, ids)
 
