@@ -66,15 +66,9 @@ class SecretsError(Exception):
         shared instance is never raised: each raise gets its own copy, so
         tracebacks do not pile up on one object and locations do not mix.
         """
-        return _rebuild(
-            type(self),
-            self.message,
-            self.provider,
-            self.path,
-            self.template,
-            self.lineno,
-            self.hint,
-        )
+        rebuild, args = self.__reduce__()
+        copy: SecretsError = rebuild(*args)
+        return copy
 
     def locate(self, template: str | None, lineno: int | None) -> SecretsError:
         """A copy with the template name and line filled in where not known yet."""
@@ -198,17 +192,6 @@ class SecretReferenceSyntaxError(TemplateSyntaxError, SecretValidationError):  #
 
     def __str__(self) -> str:
         return TemplateSyntaxError.__str__(self)
-
-    def copy(self) -> SecretReferenceSyntaxError:
-        return _rebuild_syntax(
-            self.message or "",
-            self.lineno,
-            self.name,
-            self.filename,
-            self.provider,
-            self.path,
-            self.hint,
-        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
