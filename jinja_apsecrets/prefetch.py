@@ -89,7 +89,7 @@ def watch_stream(stream: TokenStream, manifest: Manifest, tag: str) -> Iterator[
     # The last six tokens, oldest first: enough for ``secret ( "a" , "b" )``
     # and for ``{% include "name"``.
     t1 = t2 = t3 = t4 = t5 = _NONE
-    for t6 in stream:
+    for t6 in _unbuffered(stream):
         kind = t6.type
         if kind == "rparen":
             if (
@@ -113,6 +113,23 @@ def watch_stream(stream: TokenStream, manifest: Manifest, tag: str) -> Iterator[
             manifest.deps.append(t6.value)
         t1, t2, t3, t4, t5 = t2, t3, t4, t5, t6
         yield t6
+
+
+def _unbuffered(stream: TokenStream) -> Iterator[Token]:
+    """The tokens of ``stream`` without its one-token lookahead.
+
+    Read through the TokenStream, the lexer would run two tokens ahead of the
+    parser (one lookahead per stream), and a malformed template could then
+    report a later error than plain Jinja2 does. So the tokens come from the
+    lexer's own iterator, after the one the stream already holds.
+    """
+    source = getattr(stream, "_iter", None)
+    if source is None or getattr(stream, "_pushed", None):
+        yield from stream  # not Jinja's TokenStream as we know it: plain iteration
+        return
+    if stream.current.type != "eof":
+        yield stream.current
+    yield from source
 
 
 _manifests: WeakKeyDictionary[Template, tuple[tuple[Ref, ...], tuple[str, ...]]] = (

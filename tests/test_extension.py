@@ -483,3 +483,13 @@ def test_carriage_returns_are_line_breaks_as_for_jinja(make_env: MakeEnv, newlin
     env = make_env(line_comment_prefix="##", line_statement_prefix="%")
     src = f"<<mem|ap_sep_v1|plain>>{newline}## note <<mem|ap_sep_v1|gone:x>>{newline}% if 1{newline}b <<mem|ap_sep_v1|plain>>{newline}% endif{newline}"
     assert env.from_string(src).render() == "plain-Secret-3\n\nb plain-Secret-3\n"
+
+
+def test_malformed_template_reports_the_same_error_as_plain_jinja(make_env: MakeEnv) -> None:
+    src = "{%x\n\\ <<{% include 'p' %}"
+    errors = []
+    for env in (jinja2.Environment(line_statement_prefix="%"), make_env(line_statement_prefix="%")):
+        with pytest.raises(jinja2.TemplateSyntaxError) as info:
+            env.from_string(src)
+        errors.append((info.value.message, info.value.lineno))
+    assert errors[0] == errors[1]
