@@ -48,13 +48,14 @@ from .functions import (
     missing_value,
     no_resolver,
     on_missing_policy,
+    printed_value,
     resolve_secrets,
     secret,
 )
 from .prefetch import Manifest, collect_static_refs, watch_stream, worth_watching
 from .reference import SEPARATOR, Reference, TemplateScanner
 from .resolver import Resolver
-from .undefined import MissingSecret, SecretText
+from .undefined import MissingSecret
 
 __all__ = ["SecretsExtension"]
 
@@ -325,10 +326,9 @@ class SecretsExtension(Extension):
         return resolver
 
     def _prefetch(self, context: Context, key: str, manifest: tuple[Any, ...]) -> Any:
-        """Fetch the static references of this template and of those it loads."""
-        resolver: Resolver | None = self.environment.secret_resolver  # type: ignore[attr-defined]
-        if resolver is None or resolver.cached_run(key) is not None:
-            return None
+        """Fetch the static references of this template and of those it loads
+        (the slow path of the prefetch filter, which checked for a warm cache)."""
+        resolver = self._resolver(context.name, None)
         generation = resolver.generation()
         _, own, deps = manifest
         # References that are not cached (ttl 0: env, file) are left to the
@@ -412,13 +412,8 @@ class SecretsExtension(Extension):
         return self._value(resolver, context, piece, found)
 
     def _value(self, resolver: Resolver, context: Context, piece: Any, found: Any) -> Any:
-        value, _ = found[piece[:2]]
-        if isinstance(value, SecretsError):
-            value = missing_value(
-                value, piece, on_missing_policy(self.environment, resolver), context.name
-            )
-            return SecretText(value) if isinstance(value, str) else value
-        return SecretText(value)
+        policy = on_missing_policy(self.environment, resolver)
+        return printed_value(found[piece[:2]][0], piece, policy, context.name)
 
 
 # -- the filters compiled templates call ---------------------------------------------

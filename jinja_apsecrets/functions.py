@@ -29,6 +29,7 @@ __all__ = [
     "missing_value",
     "no_resolver",
     "on_missing_policy",
+    "printed_value",
     "resolve_secrets",
     "secret",
 ]
@@ -81,6 +82,16 @@ def missing_value(
     if policy == "keep":
         return text
     return MissingSecret(conn, path, error.message)
+
+
+def printed_value(
+    value: str | SecretsError, ref: Sequence[Any], policy: OnMissing, template: str | None
+) -> Any:
+    """A looked-up value as a template gets it: ``SecretText``, or what
+    ``policy`` makes of an error (see :func:`missing_value`)."""
+    if isinstance(value, SecretsError):
+        value = missing_value(value, ref, policy, template)
+    return SecretText(value) if type(value) is str else value
 
 
 # -- environment additions ---------------------------------------------------------
@@ -200,12 +211,9 @@ def _secret_value(
     context: Context, resolver: Resolver, ref: tuple[str, str, str], found: Any
 ) -> Any:
     value, _ = found[ref[:2]]
-    if isinstance(value, SecretsError):
-        name, lineno = _location(context.name)
-        value = missing_value(
-            value, (*ref, lineno), on_missing_policy(context.environment, resolver), name
-        )
-    return SecretText(value) if type(value) is str else value
+    name, lineno = _location(context.name) if isinstance(value, SecretsError) else (None, None)
+    policy = on_missing_policy(context.environment, resolver)
+    return printed_value(value, (*ref, lineno), policy, name)
 
 
 @pass_context
