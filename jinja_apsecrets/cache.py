@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Union
@@ -75,15 +75,34 @@ class SecretCache:
         self._entries: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, _ttu, timer=timer)
         self._last: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, self._stale_ttu, timer=timer)
         self._inflight: dict[Key, Future[Outcome]] = {}
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """A counter bumped by every :meth:`invalidate` and :meth:`bump`."""
+        return self._generation
+
+    def bump(self) -> None:
+        """Start a new generation without dropping entries (a policy change:
+        what is cached is still right, but decisions made on it are not)."""
+        with self._lock:
+            self._generation += 1
 
     def _stale_ttu(self, _key: Any, value: CacheEntry, _now: float) -> float:
         return value.expires + self.stale_if_error
 
-    def claim(self, keys: Iterable[Key]) -> Claim:
+    def claim(self, keys: Iterable[Key], generation: int | None = None) -> Claim | None:
         """Split ``keys`` into cache hits, keys this caller must fetch, and keys
-        another caller is fetching now."""
+        another caller is fetching now.
+
+        With ``generation`` (read before the keys were planned): ``None`` if
+        the generation moved on since, so the caller plans again under the new
+        configuration instead of claiming with connections it no longer has.
+        """
         claim = Claim({}, {}, {})
         with self._lock:
+            if generation is not None and generation != self._generation:
+                return None
             for key in keys:
                 entry = self._entries.get(key)
                 if entry is not None:
@@ -98,34 +117,45 @@ class SecretCache:
                 claim.owned[key] = future
         return claim
 
-    def complete(self, results: dict[Key, Document | SecretsError], ttl: dict[str, float]) -> None:
-        """Store fetched documents (errors are not cached) and release claims.
+    def complete(
+        self,
+        results: Mapping[Key, Document | SecretsError],
+        claims: Mapping[Key, Future[Outcome]],
+        ttl: float,
+    ) -> None:
+        """File fetched documents (errors are not cached) and release ``claims``.
 
-        ``ttl`` maps connection names to their cache lifetime; 0 means the
-        document is handed to waiters but not kept.
+        ``ttl`` is the connection's cache lifetime; 0 means the document is
+        handed to waiters but not kept. A result is stored only while its claim
+        is still the current one: a claim that :meth:`invalidate` dropped while
+        its fetch was in flight hands its result to the callers that were
+        already waiting on it, and to no one else.
         """
         now = self.timer()
         done: list[tuple[Future[Outcome], Outcome]] = []
         with self._lock:
             for key, result in results.items():
+                future = claims[key]
+                current = self._inflight.get(key) is future
+                if current:
+                    del self._inflight[key]
                 outcome: Outcome
-                lifetime = ttl.get(key[0], 0.0)
                 if isinstance(result, SecretsError):
-                    outcome = self._stale(key, result, now, lifetime)
+                    outcome = self._stale(key, result, now, ttl, store=current)
                 else:
-                    outcome = CacheEntry(result, now + lifetime)
-                    if lifetime > 0:
+                    outcome = CacheEntry(result, now + ttl)
+                    if ttl > 0 and current:
                         self._entries[key] = outcome
                         if self.stale_if_error > 0:
                             self._last[key] = outcome
-                future = self._inflight.pop(key, None)
-                if future is not None:
-                    done.append((future, outcome))
+                done.append((future, outcome))
         for future, outcome in done:
             if not future.done():
                 future.set_result(outcome)
 
-    def _stale(self, key: Key, error: SecretsError, now: float, lifetime: float) -> Outcome:
+    def _stale(
+        self, key: Key, error: SecretsError, now: float, lifetime: float, *, store: bool
+    ) -> Outcome:
         """The last good document if the backend is down and it is recent enough."""
         if self.stale_if_error <= 0 or not isinstance(error, SecretConnectionError):
             return error
@@ -141,13 +171,15 @@ class SecretCache:
             error.code,
         )
         entry = CacheEntry(last.document, min(now + lifetime, deadline))
-        if entry.expires > now:
+        if entry.expires > now and store:
             self._entries[key] = entry
         return entry
 
-    def abandon(self, keys: Iterable[Key], reason: str) -> None:
-        """Release claims that will not be completed (the fetch was cancelled)."""
-        self.complete({k: SecretConnectionError(reason) for k in keys}, {})
+    def abandon(self, claims: Mapping[Key, Future[Outcome]], reason: str) -> None:
+        """Release the claims among ``claims`` that were not completed (their
+        fetch was cancelled or crashed), so no waiter hangs."""
+        open_claims = {k: f for k, f in claims.items() if not f.done()}
+        self.complete({k: SecretConnectionError(reason) for k in open_claims}, open_claims, 0.0)
 
     def documents(self) -> list[Document]:
         """The cached documents (for redaction; never logged)."""
@@ -155,15 +187,22 @@ class SecretCache:
             return [entry.document for entry in self._entries.values()]
 
     def invalidate(self, connection: str | None = None) -> None:
-        """Drop cached documents of one connection, or all of them."""
+        """Drop cached documents of one connection, or all of them, and start
+        a new generation.
+
+        Claims in flight for them are dropped too: their fetches started
+        before the invalidation, so what they bring back is handed to the
+        callers already waiting and never stored, and a later caller fetches
+        anew instead of waiting for a value from before.
+        """
         with self._lock:
-            if connection is None:
-                self._entries.clear()
-                self._last.clear()
-                return
-            for cache in (self._entries, self._last):
-                for key in [k for k in cache if k[0] == connection]:
-                    cache.pop(key, None)
+            self._generation += 1
+            for table in (self._entries, self._last, self._inflight):
+                if connection is None:
+                    table.clear()
+                    continue
+                for key in [k for k in table if k[0] == connection]:
+                    table.pop(key, None)
 
     def _after_fork(self) -> None:
         """In a forked child: a new lock; claims of the parent's fetches are

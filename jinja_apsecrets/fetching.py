@@ -109,7 +109,13 @@ class Fetcher:
             queues[name] = deque((conn, batch) for batch in conn.provider.plan(ids))
         return queues
 
-    def _complete(self, conn: Connection, batch: Sequence[SecretId], result: Any) -> None:
+    def _complete(
+        self,
+        conn: Connection,
+        batch: Sequence[SecretId],
+        result: Any,
+        claims: Mapping[Key, Future[Outcome]],
+    ) -> None:
         name = conn.provider.name
         out: dict[Key, Document | SecretsError] = {}
         for sid in batch:
@@ -119,24 +125,26 @@ class Fetcher:
             out[(name, sid)] = item
         # A value is kept ``ttl`` seconds from when it arrived: never fetched
         # twice within one TTL window.
-        self.cache.complete(out, {name: conn.ttl})
+        self.cache.complete(out, claims, conn.ttl)
 
-    def _run_batch(self, conn: Connection, batch: Sequence[SecretId]) -> None:
+    def _run_batch(
+        self, conn: Connection, batch: Sequence[SecretId], claims: Mapping[Key, Future[Outcome]]
+    ) -> None:
         with conn.semaphore:
             try:
                 result: Any = conn.provider.fetch(batch)
             except Exception as exc:
                 result = _failure(conn.provider, exc)
-        self._complete(conn, batch, result)
+        self._complete(conn, batch, result, claims)
 
-    def _drain(self, queue: Queue) -> None:
+    def _drain(self, queue: Queue, claims: Mapping[Key, Future[Outcome]]) -> None:
         """Run the batches of ``queue`` until it is empty (one lane)."""
         while True:
             try:
                 conn, batch = queue.popleft()
             except IndexError:
                 return
-            self._run_batch(conn, batch)
+            self._run_batch(conn, batch, claims)
 
     def fetch(self, owned: Mapping[Key, Future[Outcome]], keys: Mapping[Key, Connection]) -> None:
         """Fetch the claimed keys ``owned``; returns when all are filed."""
@@ -147,11 +155,11 @@ class Fetcher:
         futures: list[Future[None]] = []
         for i, queue in enumerate(queues):
             lanes = min(queue[0][0].concurrency, len(queue)) - (1 if i == 0 else 0)
-            futures += [self.executor.submit(self._drain, queue) for _ in range(lanes)]
+            futures += [self.executor.submit(self._drain, queue, owned) for _ in range(lanes)]
         # The calling thread works too, on every queue, so progress never
         # depends on a free pool thread.
         for queue in queues:
-            self._drain(queue)
+            self._drain(queue, owned)
         for future in futures:
             future.result()
 
@@ -170,5 +178,7 @@ class Fetcher:
         jobs: list[asyncio.Future[None]] = []
         for queue in self._queues(owned, keys).values():
             lanes = min(queue[0][0].concurrency, len(queue))
-            jobs += [loop.run_in_executor(self.executor, self._drain, queue) for _ in range(lanes)]
+            jobs += [
+                loop.run_in_executor(self.executor, self._drain, queue, owned) for _ in range(lanes)
+            ]
         await asyncio.gather(*jobs)

@@ -20,7 +20,7 @@ from fnmatch import fnmatchcase
 from os import PathLike
 from typing import Any, Literal, NoReturn
 
-from .cache import Key, Outcome, SecretCache
+from .cache import Claim, Key, Outcome, SecretCache
 from .errors import (
     SecretConnectionError,
     SecretNotFoundError,
@@ -39,6 +39,8 @@ log = logging.getLogger("jinja_apsecrets")
 
 Ref = tuple[str, str]
 OnMissing = Literal["error", "undefined", "keep"]
+#: A parsed reference: its connection and locator, or why it cannot be fetched.
+Located = tuple[Connection, Locator] | SecretsError
 ON_MISSING = ("error", "undefined", "keep")
 
 
@@ -113,20 +115,17 @@ class Resolver:
         new = tuple(patterns) if patterns is not None else None
         if new != self._policy:
             self._policy = new
-            with self._lock:
-                self._parsed.clear()  # decisions memoized under the old list
-            self._bump()
+            self._bump()  # decisions memoized under the old list are not used again
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
         self._cache = SecretCache(
             timer=self.timer, maxsize=self.maxsize, stale_if_error=self.stale_if_error
         )
-        self._parsed: dict[Ref, tuple[Connection, Locator] | SecretsError] = {}
+        self._parsed: dict[Ref, tuple[int, Located]] = {}
         self._status: dict[str, tuple[float, SecretsError | None]] = {}
         self._runs: dict[str, tuple[float, int, Any]] = {}
         self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
-        self._generation = 0
         self._fetcher = Fetcher(self._cache, self.max_workers)
         self._handed_out: set[str] | None = None
         track(self)
@@ -239,23 +238,30 @@ class Resolver:
             ) from None
 
     def invalidate(self, connection: str | None = None) -> None:
-        """Forget cached secrets and checks of one connection, or of all."""
+        """Forget cached secrets and checks of one connection, or of all.
+
+        This starts a new generation: a fetch in flight now is handed only to
+        the callers already waiting for it and never stored, and memoized
+        parses made before are not used again (they may name a replaced
+        connection).
+        """
         self._cache.invalidate(connection)
         with self._lock:
             if connection is None:
                 self._status.clear()
-                self._parsed.clear()
             else:
                 self._status.pop(connection, None)
-                for ref in [r for r in self._parsed if r[0] == connection]:
-                    self._parsed.pop(ref, None)
-        self._bump()
+            self._forget_runs()
 
     def _bump(self) -> None:
+        """A new generation that keeps cached secrets (the policy changed)."""
+        self._cache.bump()
         with self._lock:
-            self._generation += 1
-            self._runs.clear()
-            self._runs_escaped.clear()
+            self._forget_runs()
+
+    def _forget_runs(self) -> None:
+        self._runs.clear()
+        self._runs_escaped.clear()
 
     # -- parsing and policy ----------------------------------------------------
 
@@ -266,13 +272,17 @@ class Resolver:
         subject = f"{connection}:{path}"
         return any(fnmatchcase(subject, pattern) for pattern in self.policy)
 
-    def locate(self, connection: str, path: str) -> tuple[Connection, Locator] | SecretsError:
-        """Parse a reference offline; errors are returned, not raised. Memoized."""
-        ref = (connection, path)
+    def locate(self, connection: str, path: str) -> Located:
+        """Parse a reference offline; errors are returned, not raised. Memoized
+        per generation."""
+        return self._locate((connection, path), self._cache.generation)
+
+    def _locate(self, ref: Ref, generation: int) -> Located:
         found = self._parsed.get(ref)
-        if found is not None:
-            return found
-        result: tuple[Connection, Locator] | SecretsError
+        if found is not None and found[0] == generation:
+            return found[1]
+        result: Located
+        connection, path = ref
         try:
             conn = self.connection(connection)
             locator = conn.provider.parse_path(path)
@@ -286,7 +296,7 @@ class Resolver:
             result = _for_ref(exc, connection, path)
         if len(self._parsed) >= self.maxsize:
             self._parsed.clear()
-        self._parsed[ref] = result
+        self._parsed[ref] = (generation, result)
         return result
 
     def cacheable(self, refs: Iterable[Ref]) -> list[Ref]:
@@ -307,14 +317,14 @@ class Resolver:
     # -- lookups -----------------------------------------------------------------
 
     def _plan(
-        self, refs: Iterable[Ref]
-    ) -> tuple[dict[Ref, tuple[Connection, Locator] | SecretsError], dict[Key, Connection]]:
-        located: dict[Ref, tuple[Connection, Locator] | SecretsError] = {}
+        self, refs: Iterable[Ref], generation: int
+    ) -> tuple[dict[Ref, Located], dict[Key, Connection]]:
+        located: dict[Ref, Located] = {}
         keys: dict[Key, Connection] = {}
         for ref in refs:
             if ref in located:
                 continue
-            result = self.locate(*ref)
+            result = self._locate(ref, generation)
             located[ref] = result
             if not isinstance(result, SecretsError):
                 conn, locator = result
@@ -379,20 +389,30 @@ class Resolver:
         except Exception:  # an audit sink must not break rendering
             log.exception("audit hook failed")
 
+    def _claim(
+        self, refs: Iterable[Ref]
+    ) -> tuple[dict[Ref, Located], dict[Key, Connection], Claim]:
+        """Plan ``refs`` and claim their secrets, under one generation: if the
+        configuration changes while planning, plan again under the new one."""
+        refs = list(refs)
+        while True:
+            generation = self._cache.generation
+            located, keys = self._plan(refs, generation)
+            claim = self._cache.claim(keys, generation)
+            if claim is not None:
+                return located, keys, claim
+
     def lookup(
         self, refs: Iterable[Ref], *, template: str | None = None
     ) -> dict[Ref, tuple[str | SecretsError, float]]:
         """Resolve many references in one round: value (or error) and expiry each."""
-        located, keys = self._plan(refs)
-        claim = self._cache.claim(keys)
+        located, keys, claim = self._claim(refs)
         outcomes: dict[Key, Outcome] = dict(claim.hits)
         try:
             if claim.owned:
                 self._fetcher.fetch(claim.owned, keys)
         finally:
-            self._cache.abandon(
-                [k for k, f in claim.owned.items() if not f.done()], "fetch did not complete"
-            )
+            self._cache.abandon(claim.owned, "fetch did not complete")
         for key, future in {**claim.owned, **claim.waiting}.items():
             outcomes[key] = future.result()
         return self._finish(located, outcomes, claim.hits, template)
@@ -401,8 +421,7 @@ class Resolver:
         self, refs: Iterable[Ref], *, template: str | None = None
     ) -> dict[Ref, tuple[str | SecretsError, float]]:
         """Async :meth:`lookup`: fetches run on the running loop."""
-        located, keys = self._plan(refs)
-        claim = self._cache.claim(keys)
+        located, keys, claim = self._claim(refs)
         outcomes: dict[Key, Outcome] = dict(claim.hits)
         try:
             if claim.owned:
@@ -410,9 +429,7 @@ class Resolver:
         except asyncio.CancelledError:
             raise  # the submitted batches still complete, for whoever else waits
         except BaseException:
-            self._cache.abandon(
-                [k for k, f in claim.owned.items() if not f.done()], "fetch did not complete"
-            )
+            self._cache.abandon(claim.owned, "fetch did not complete")
             raise
         for key, future in {**claim.owned, **claim.waiting}.items():
             outcomes[key] = await asyncio.wrap_future(future)
@@ -514,13 +531,15 @@ class Resolver:
         Held here, never in the template cache: it holds secret values.
         """
         entry = (self._runs_escaped if escaped else self._runs).get(key)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self._generation:
+        if entry is not None and entry[0] > self.timer() and entry[1] == self._cache.generation:
             return entry[2]
         return None
 
     def generation(self) -> int:
-        """A counter bumped whenever cached secrets are invalidated."""
-        return self._generation
+        """A counter that changes whenever cached secrets are invalidated or the
+        configuration or policy changes: what was derived from values or
+        decisions of an older generation must not be used any more."""
+        return self._cache.generation
 
     def store_run(
         self, key: str, value: Any, expires: float, generation: int, *, escaped: bool = False
@@ -528,7 +547,7 @@ class Resolver:
         """Keep a rendered run until ``expires`` unless the config changed since."""
         runs = self._runs_escaped if escaped else self._runs
         with self._lock:
-            if generation != self._generation or expires <= self.timer():
+            if generation != self._cache.generation or expires <= self.timer():
                 return
             if len(runs) >= self.maxsize:
                 runs.clear()
