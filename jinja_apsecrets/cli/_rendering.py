@@ -1,7 +1,7 @@
 """``render`` for the CLI: which templates, with which variables, into which files.
 
 A render is planned (templates found, outputs named), then every template is
-rendered into memory, and only then written (see :mod:`.cli_output`), so a
+rendered into memory, and only then written (see :mod:`._output`), so a
 failing template leaves every output as it was.
 """
 
@@ -22,10 +22,10 @@ import click
 import jinja2
 import yaml
 
-from .errors import SecretConnectionError, SecretsError, SecretValidationError
-from .resolver import OnMissing, Resolver
-from .undefined import SecretText
-from .walk import collect, rebuild
+from ..errors import SecretConnectionError, SecretsError, SecretValidationError
+from ..resolver import OnMissing, Resolver
+from ..undefined import SecretText
+from ..walk import collect, rebuild
 
 __all__ = [
     "Job",
@@ -279,7 +279,7 @@ def render_jobs(
             except SecretConnectionError as exc:
                 failures.append((job, exc))
                 break
-            except Exception as exc:  # reported by type and place; see cli_errors
+            except Exception as exc:  # reported by type and place; see _errors
                 failures.append((job, exc))
     return texts, failures
 

@@ -29,12 +29,12 @@ import jinja2
 import yaml
 from jinja2 import nodes
 
-from .crypto import PREFIX
-from .errors import SecretNotFoundError, SecretsError, SecretValidationError
-from .providers import available_providers, get_provider_class
-from .providers.base import Provider
-from .reference import Reference, TemplateScanner, find_references
-from .resolver import Resolver
+from ..crypto import PREFIX
+from ..errors import SecretNotFoundError, SecretsError, SecretValidationError
+from ..providers import available_providers, get_provider_class
+from ..providers.base import Provider
+from ..reference import Reference, TemplateScanner, find_references
+from ..resolver import Resolver
 
 __all__ = ["Finding", "OfflineValidator", "lint_template", "lint_vars"]
 

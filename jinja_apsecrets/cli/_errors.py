@@ -18,7 +18,7 @@ from collections.abc import Callable
 import click
 import jinja2
 
-from .errors import SecretConnectionError, SecretsError, SecretValidationError
+from ..errors import SecretConnectionError, SecretsError, SecretValidationError
 
 __all__ = [
     "EXIT_CODES_HELP",

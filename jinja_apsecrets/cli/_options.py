@@ -3,7 +3,7 @@ session (audit log and ``-v`` attached), and error handling.
 
 :func:`guarded` turns the library's errors into a report on stderr (code,
 ``template:line``, hint; never a value) and the exit code of
-:data:`~jinja_apsecrets.cli_errors.EXIT_CODES_HELP`.
+:data:`~jinja_apsecrets.cli._errors.EXIT_CODES_HELP`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from typing import Any, TypeVar
 import click
 import jinja2
 
-from .cli_audit import AuditHook, AuditLog, Reporter, fan_out, library_logging
-from .cli_errors import (
+from ..config import find_config
+from ..errors import SecretsError, SecretValidationError
+from ..resolver import ON_MISSING, Resolver
+from ._audit import AuditHook, AuditLog, Reporter, fan_out, library_logging
+from ._errors import (
     EXIT_CONNECTION,
     EXIT_OK,
     EXIT_RENDER,
@@ -27,10 +30,7 @@ from .cli_errors import (
     UsageProblem,
     report,
 )
-from .cli_output import OutputError, parse_mode
-from .config import find_config
-from .errors import SecretsError, SecretValidationError
-from .resolver import ON_MISSING, Resolver
+from ._output import OutputError, parse_mode
 
 __all__ = [
     "audit_option",

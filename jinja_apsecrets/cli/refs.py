@@ -1,0 +1,112 @@
+"""``refs``: list the references of templates and vars files and validate them offline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import click
+import jinja2
+
+from ..config import find_config
+from ._audit import Reporter
+from ._errors import EXIT_CODES_HELP, EXIT_RENDER, UsageProblem, report
+from ._lint import Finding, OfflineValidator, lint_template, lint_vars
+from ._options import (
+    config_option,
+    exclude_option,
+    guarded,
+    pattern_option,
+    vars_option,
+    verbose_option,
+)
+from ._rendering import matches, walk_tree
+
+__all__ = ["refs"]
+
+
+@click.command(epilog=EXIT_CODES_HELP)
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@config_option
+@vars_option
+@pattern_option
+@exclude_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
+@verbose_option
+@guarded
+def refs(
+    sources: Sequence[Path],
+    config: Path | None,
+    vars_files: Sequence[str],
+    patterns: Sequence[str],
+    excludes: Sequence[str],
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """List every reference in SOURCES (templates, folders) and validate it offline.
+
+    Needs no network and no credentials: the config (-c, $APSECRETS_CONFIG,
+    ./apsecrets.yaml, or none) is read for connection names, providers and
+    non-secret settings only; without one, connections are provider ids.
+    Paths are checked against each provider's format and the policy
+    allow-list. Exits 1 if any reference is invalid. For CI.
+
+    --json prints [{file, line, connection, path, valid, error}], error being
+    null or {code, message, hint}.
+    """
+    reporter = Reporter(verbose)
+    config_path = find_config(config)
+    validator = OfflineValidator.from_config(config_path)
+    reporter.info(f"config: {config_path or 'none (connections are provider ids)'}")
+    findings: list[Finding] = []
+    broken: list[jinja2.TemplateSyntaxError] = []
+    files = 0
+    for file, is_template in _lint_files(sources, vars_files, patterns, excludes):
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise UsageProblem(f"{file}: cannot read: {reason}") from None
+        files += 1
+        found, syntax = (lint_template if is_template else lint_vars)(file, text, validator)
+        findings += found
+        broken += [syntax] if syntax is not None else []
+    if as_json:
+        click.echo(json.dumps([f.to_json() for f in findings], indent=2, ensure_ascii=False))
+    else:
+        for f in findings:
+            status = "ok" if f.error is None else f"{f.error.code}: {f.error.message}"
+            click.echo(f"{f.file}:{f.line}: {f.connection}|{f.path}: {status}")
+    for error in broken:
+        report(error)
+    invalid = sum(not f.valid for f in findings)
+    click.echo(
+        f"{_count(len(findings), 'reference')} in {_count(files, 'file')}, {invalid} invalid"
+        + (f", {_count(len(broken), 'template')} with syntax errors" if broken else ""),
+        err=True,
+    )
+    if invalid or broken:
+        raise click.exceptions.Exit(EXIT_RENDER)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _lint_files(
+    sources: Sequence[Path],
+    vars_files: Sequence[str],
+    patterns: Sequence[str],
+    excludes: Sequence[str],
+) -> Iterator[tuple[str, bool]]:
+    """``(file, is_template)``: named files, then matching files of folders, then vars."""
+    for source in sources:
+        if source.is_dir():
+            for rel in walk_tree(source, None, excludes):
+                if matches(rel, patterns):
+                    yield str(source / rel), True
+        else:
+            yield str(source), True
+    for file in vars_files:
+        yield file, False
