@@ -28,6 +28,9 @@ VALIDATION = "VALIDATION"
 GET_SECRET_FAILED = "SECRET_MANAGER_GET_SECRET_FAILED"
 CONNECTION_FAILED = "SECRET_MANAGER_CONNECTION_FAILED"
 
+#: The fields :meth:`SecretsError.copy` can change.
+_FIELDS = frozenset({"message", "provider", "path", "template", "lineno", "hint"})
+
 
 class SecretsError(Exception):
     """Base class of every error this library raises.
@@ -59,25 +62,34 @@ class SecretsError(Exception):
         """The message alone, without reference or location."""
         return str(self.args[0]) if self.args else ""
 
-    def copy(self) -> SecretsError:
-        """A new error with the same fields.
+    def copy(self, **changes: Any) -> SecretsError:
+        """A new error with the same fields, except those in ``changes``
+        (``message``, ``provider``, ``path``, ``template``, ``lineno``, ``hint``).
 
         Errors are memoized and shared (one per reference, one per fetch); a
         shared instance is never raised: each raise gets its own copy, so
         tracebacks do not pile up on one object and locations do not mix.
+        Built on :meth:`__reduce__`, the one rebuild path of every error class
+        (pickling uses it too), so a copy keeps the exact class.
         """
+        unknown = set(changes) - _FIELDS
+        if unknown:
+            raise TypeError(f"copy() got unknown field(s): {', '.join(sorted(unknown))}")
         rebuild, args = self.__reduce__()
-        copy: SecretsError = rebuild(*args)
-        return copy
+        error: SecretsError = rebuild(*args)
+        for name, value in changes.items():
+            if name == "message":
+                error.args = (value, *error.args[1:])
+            else:
+                setattr(error, name, value)
+        return error
 
     def locate(self, template: str | None, lineno: int | None) -> SecretsError:
         """A copy with the template name and line filled in where not known yet."""
-        error = self.copy()
-        if error.template is None:
-            error.template = template
-        if error.lineno is None:
-            error.lineno = lineno
-        return error
+        return self.copy(
+            template=template if self.template is None else self.template,
+            lineno=lineno if self.lineno is None else self.lineno,
+        )
 
     @property
     def location(self) -> str | None:
@@ -186,9 +198,17 @@ class SecretReferenceSyntaxError(TemplateSyntaxError, SecretValidationError):  #
         TemplateSyntaxError.__init__(self, message, lineno, name, filename)
         self.provider = provider
         self.path = path
-        self.template = name
         self.hint = hint
         # ``message`` is TemplateError's read-only view of ``args[0]``.
+
+    @property
+    def template(self) -> str | None:
+        """The template name: Jinja's ``name``, one field under two names."""
+        return self.name
+
+    @template.setter
+    def template(self, name: str | None) -> None:
+        self.name = name
 
     def __str__(self) -> str:
         return TemplateSyntaxError.__str__(self)

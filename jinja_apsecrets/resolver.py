@@ -1,61 +1,59 @@
-"""The resolver: named connections, cache, single-flight, dedup, batching, policy.
+"""The resolver: named connections, locating, policy and lookups.
 
-A request for many references is served in one round: references are parsed
-(offline, once per connection and path), checked against the policy allow-list
-before any network call, reduced to the distinct secrets they name (many keys
-of one secret cost one fetch), looked up in the TTL cache, and the misses are
-grouped into each provider's batches and fetched concurrently, bounded per
-connection. The sync path uses a thread pool owned by the resolver; the async
-path uses the running loop.
+A lookup of many references is served in one round: each reference is located
+(parsed offline, once per connection and path and generation), checked against
+the policy allow-list before any network call, and reduced to the distinct
+secrets it names (many keys of one secret cost one fetch). The secrets are
+claimed in the TTL cache (:mod:`.cache`: hits, single-flight waits, claims),
+and the claims are fetched in rounds (:mod:`.fetching`). Connection checks
+live in :mod:`.checks`.
+
+Generations: :meth:`Resolver.generation` changes whenever cached secrets are
+invalidated, or the configuration or policy changes. Parse memos, claims and
+stored results are tied to the generation they were made under, so nothing
+requested after a change is answered from before it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from os import PathLike
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, Union
+
+from cachetools import LRUCache
 
 from .cache import Claim, Key, Outcome, SecretCache
-from .errors import (
-    SecretConnectionError,
-    SecretNotFoundError,
-    SecretsError,
-    SecretValidationError,
-)
+from .checks import ConnectionChecks
+from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .fetching import DEFAULT_CONCURRENCY, Connection, Fetcher
 from .forksafe import track
 from .providers import get_provider_class
 from .providers.base import Locator, Provider
+from .twins import MaybeAwaitable, settle, then
 from .walk import collect, rebuild
 
-__all__ = ["OnMissing", "Ref", "Resolver"]
+__all__ = ["Located", "OnMissing", "Ref", "Resolver"]
 
 log = logging.getLogger("jinja_apsecrets")
 
 Ref = tuple[str, str]
 OnMissing = Literal["error", "undefined", "keep"]
-#: A parsed reference: its connection and locator, or why it cannot be fetched.
-Located = tuple[Connection, Locator] | SecretsError
 ON_MISSING = ("error", "undefined", "keep")
+#: A located reference: its connection and locator, or why it cannot be fetched.
+Located = Union[tuple[Connection, Locator], SecretsError]  # noqa: UP007 - runtime alias on 3.10
+#: What a lookup gives for each reference: its value (or error) and its expiry.
+Found = dict[Ref, tuple[Union[str, SecretsError], float]]  # noqa: UP007
 
 
-def _for_ref(error: SecretsError, connection: str, path: str | None) -> SecretsError:
-    """A copy of ``error`` that names the reference it is about."""
-    if error.provider == connection and error.path == path:
+def _about(error: SecretsError, ref: Ref) -> SecretsError:
+    """``error``, naming the reference it is about."""
+    if (error.provider, error.path) == ref:
         return error
-    return type(error)(
-        error.message,
-        provider=connection,
-        path=path,
-        template=error.template,
-        lineno=error.lineno,
-        hint=error.hint,
-    )
+    return error.copy(provider=ref[0], path=ref[1])
 
 
 class Resolver:
@@ -66,7 +64,11 @@ class Resolver:
     optional allow-list of ``"connection:path"`` glob patterns, checked before
     any network call. ``stale_if_error`` (seconds, default off) serves the last
     good value for that long past its expiry while a backend cannot be reached.
-    ``timer`` is the clock (injectable for tests).
+    ``timer`` is the clock (injectable for tests). ``audit`` receives one
+    record per reference looked up (never a value); ``on_value`` is called
+    with every string value a lookup hands out (for redaction; it is not
+    pickled). ``max_workers`` caps the fetch pool (default: sized from the
+    connections' ``concurrency``).
     """
 
     def __init__(
@@ -81,29 +83,56 @@ class Resolver:
         maxsize: int = 10_000,
         max_workers: int | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
+        on_value: Callable[[str], None] | None = None,
         stale_if_error: float = 0.0,
     ) -> None:
         if on_missing not in ON_MISSING:
             raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
         self.ttl = float(ttl)
-        self.connection_ttl = float(connection_ttl)
         self._policy: tuple[str, ...] | None = tuple(policy) if policy is not None else None
         self.on_missing: OnMissing = on_missing
         self.timer = timer
         self.maxsize = maxsize
         self.max_workers = max_workers
         self.audit = audit
+        self.on_value = on_value
         self.stale_if_error = float(stale_if_error)
         self.source: str | PathLike[str] | Mapping[str, Any] | None = None
         self.config_overrides: dict[str, Any] = {}
         self._connections: dict[str, Connection] = {}
-        self._init_runtime()
+        self._init_runtime(float(connection_ttl))
         for name, provider in (connections or {}).items():
             if provider.name != name:
                 raise SecretValidationError(
                     f"connection {name!r} holds a provider named {provider.name!r}"
                 )
             self.add_connection(provider)
+
+    def _init_runtime(self, connection_ttl: float) -> None:
+        """Caches, locks and the pool: never pickled, rebuilt after a fork."""
+        self._lock = threading.Lock()  # guards the parse memo
+        self._cache = SecretCache(
+            timer=self.timer, maxsize=self.maxsize, stale_if_error=self.stale_if_error
+        )
+        self._parsed: LRUCache[Ref, tuple[int, Located]] = LRUCache(self.maxsize)
+        self._checks = ConnectionChecks(connection_ttl, self.timer)
+        self._runs: dict[str, tuple[float, int, Any]] = {}
+        self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
+        self._fetcher = Fetcher(self._cache, self._connections.values, self.max_workers)
+        track(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (see :mod:`.forksafe`): cached values, memos and
+        settings stay, so warm renders need no request; locks, the pool, the
+        in-flight claims and provider clients are rebuilt."""
+        self._lock = threading.Lock()
+        self._cache._after_fork()
+        self._checks._after_fork()
+        self._fetcher._after_fork()
+        for conn in self._connections.values():
+            conn._after_fork()
+
+    # -- settings ------------------------------------------------------------------
 
     @property
     def policy(self) -> tuple[str, ...] | None:
@@ -115,32 +144,27 @@ class Resolver:
         new = tuple(patterns) if patterns is not None else None
         if new != self._policy:
             self._policy = new
-            self._bump()  # decisions memoized under the old list are not used again
+            # Cached secrets stay right; decisions memoized under the old list do not.
+            self._cache.bump()
+            self._forget_runs()
 
-    def _init_runtime(self) -> None:
-        self._lock = threading.Lock()
-        self._cache = SecretCache(
-            timer=self.timer, maxsize=self.maxsize, stale_if_error=self.stale_if_error
-        )
-        self._parsed: dict[Ref, tuple[int, Located]] = {}
-        self._status: dict[str, tuple[float, SecretsError | None]] = {}
-        self._runs: dict[str, tuple[float, int, Any]] = {}
-        self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
-        self._fetcher = Fetcher(self._cache, self.max_workers)
-        self._handed_out: set[str] | None = None
-        track(self)
+    @property
+    def connection_ttl(self) -> float:
+        """How long a connection check's outcome is kept, in seconds."""
+        return self._checks.ttl
 
-    def _after_fork(self) -> None:
-        """In a forked child (see :mod:`.forksafe`): cached values, memos and
-        settings stay, so warm renders need no request; locks, the pool, the
-        in-flight table and provider clients are rebuilt."""
-        self._lock = threading.Lock()
-        self._cache._after_fork()
-        self._fetcher._after_fork()
-        for conn in self._connections.values():
-            conn._after_fork()
+    @connection_ttl.setter
+    def connection_ttl(self, seconds: float) -> None:
+        if float(seconds) != self._checks.ttl:
+            self._checks.ttl = float(seconds)
 
-    # -- configuration ---------------------------------------------------------
+    def generation(self) -> int:
+        """A counter that changes whenever cached secrets are invalidated or the
+        configuration or policy changes: what was derived from values or
+        decisions of an older generation must not be used any more."""
+        return self._cache.generation
+
+    # -- connections ---------------------------------------------------------------
 
     @classmethod
     def from_config(
@@ -241,29 +265,13 @@ class Resolver:
         """Forget cached secrets and checks of one connection, or of all.
 
         This starts a new generation: a fetch in flight now is handed only to
-        the callers already waiting for it and never stored, and memoized
-        parses made before are not used again (they may name a replaced
-        connection).
+        the callers already waiting for it and never stored.
         """
         self._cache.invalidate(connection)
-        with self._lock:
-            if connection is None:
-                self._status.clear()
-            else:
-                self._status.pop(connection, None)
-            self._forget_runs()
+        self._checks.forget(connection)
+        self._forget_runs()
 
-    def _bump(self) -> None:
-        """A new generation that keeps cached secrets (the policy changed)."""
-        self._cache.bump()
-        with self._lock:
-            self._forget_runs()
-
-    def _forget_runs(self) -> None:
-        self._runs.clear()
-        self._runs_escaped.clear()
-
-    # -- parsing and policy ----------------------------------------------------
+    # -- locating and policy ---------------------------------------------------------
 
     def allowed(self, connection: str, path: str) -> bool:
         """Whether the policy allow-list admits ``connection:path``."""
@@ -273,31 +281,41 @@ class Resolver:
         return any(fnmatchcase(subject, pattern) for pattern in self.policy)
 
     def locate(self, connection: str, path: str) -> Located:
-        """Parse a reference offline; errors are returned, not raised. Memoized
-        per generation."""
-        return self._locate((connection, path), self._cache.generation)
+        """Parse a reference offline; errors are returned, not raised."""
+        return self._locate_all([(connection, path)], self._cache.generation)[(connection, path)]
 
-    def _locate(self, ref: Ref, generation: int) -> Located:
-        found = self._parsed.get(ref)
-        if found is not None and found[0] == generation:
-            return found[1]
-        result: Located
-        connection, path = ref
+    def _locate_all(self, refs: Iterable[Ref], generation: int) -> dict[Ref, Located]:
+        """Locate ``refs`` under ``generation``: memoized (LRU), one lock
+        round to read the memo and one to fill it; parsing runs outside."""
+        with self._lock:
+            memo = {ref: self._parsed.get(ref) for ref in refs}
+        located: dict[Ref, Located] = {}
+        new: dict[Ref, tuple[int, Located]] = {}
+        for ref, entry in memo.items():
+            if entry is not None and entry[0] == generation:
+                located[ref] = entry[1]
+                continue
+            located[ref] = self._parse(*ref)
+            new[ref] = (generation, located[ref])
+        if new:
+            with self._lock:
+                self._parsed.update(new)
+        return located
+
+    def _parse(self, connection: str, path: str) -> Located:
         try:
             conn = self.connection(connection)
             locator = conn.provider.parse_path(path)
-            if not self.allowed(connection, path):
-                raise SecretNotFoundError(
-                    "Access refused by the policy allow-list (no request was made)",
-                    hint="Add a matching pattern to policy.allow",
-                )
-            result = (conn, locator)
         except SecretsError as exc:
-            result = _for_ref(exc, connection, path)
-        if len(self._parsed) >= self.maxsize:
-            self._parsed.clear()
-        self._parsed[ref] = (generation, result)
-        return result
+            return _about(exc, (connection, path))
+        if not self.allowed(connection, path):
+            return SecretNotFoundError(
+                "Access refused by the policy allow-list (no request was made)",
+                provider=connection,
+                path=path,
+                hint="Add a matching pattern to policy.allow",
+            )
+        return conn, locator
 
     def cacheable(self, refs: Iterable[Ref]) -> list[Ref]:
         """The references whose connection is known and keeps values (ttl > 0)."""
@@ -314,158 +332,124 @@ class Resolver:
         if isinstance(result, SecretValidationError):
             raise result.copy()
 
-    # -- lookups -----------------------------------------------------------------
+    # -- lookups -----------------------------------------------------------------------
 
-    def _plan(
-        self, refs: Iterable[Ref], generation: int
-    ) -> tuple[dict[Ref, Located], dict[Key, Connection]]:
-        located: dict[Ref, Located] = {}
-        keys: dict[Key, Connection] = {}
-        for ref in refs:
-            if ref in located:
-                continue
-            result = self._locate(ref, generation)
-            located[ref] = result
-            if not isinstance(result, SecretsError):
-                conn, locator = result
-                keys[(conn.provider.name, locator.secret)] = conn
-        return located, keys
+    def lookup(self, refs: Iterable[Ref], *, template: str | None = None) -> Found:
+        """Resolve many references in one round: value (or error) and expiry each."""
+        found = self._lookup(refs, template, self._fetcher.fetch)
+        assert isinstance(found, dict)  # the sync fetch gives values, not awaitables
+        return found
+
+    async def lookup_async(self, refs: Iterable[Ref], *, template: str | None = None) -> Found:
+        """Async :meth:`lookup`: the loop is never blocked; fetches run in the pool."""
+        return await settle(self._lookup(refs, template, self._fetcher.fetch_async))
+
+    def _lookup(
+        self,
+        refs: Iterable[Ref],
+        template: str | None,
+        fetch: Callable[[Claim, dict[Key, Connection]], MaybeAwaitable[dict[Key, Outcome]]],
+    ) -> MaybeAwaitable[Found]:
+        """One body for both doors: locate and claim, fetch the claims (the one
+        step that is sync or async), pick the values out."""
+        refs = list(refs)
+        while True:  # locate and claim under one generation, or locate again
+            generation = self._cache.generation
+            located = self._locate_all(refs, generation)
+            keys: dict[Key, Connection] = {}
+            for result in located.values():
+                if not isinstance(result, SecretsError):
+                    conn, locator = result
+                    keys[(conn.provider.name, locator.secret)] = conn
+            claim = self._cache.claim(keys, generation)
+            if claim is not None:
+                break
+        if not claim.owned and not claim.waiting:  # all cached: no fetch step
+            return self._finish(located, claim.hits, claim, template)
+        try:
+            fetching = fetch(claim, keys)
+        except BaseException:  # claims nobody will complete must not hang others
+            self._cache.abandon(claim.owned, "fetch did not complete")
+            raise
+        return then(fetching, lambda got: self._finish(located, got, claim, template))
 
     def _finish(
         self,
-        located: Mapping[Ref, tuple[Connection, Locator] | SecretsError],
+        located: Mapping[Ref, Located],
         outcomes: Mapping[Key, Outcome],
-        hits: Iterable[Key],
+        claim: Claim,
         template: str | None,
-    ) -> dict[Ref, tuple[str | SecretsError, float]]:
-        hit_keys = set(hits)
+    ) -> Found:
         now = self.timer()
-        out: dict[Ref, tuple[str | SecretsError, float]] = {}
+        out: Found = {}
         for ref, result in located.items():
             value: str | SecretsError
             expires = now
+            key = None
             if isinstance(result, SecretsError):
                 value = result
             else:
                 conn, locator = result
-                outcome = outcomes[(conn.provider.name, locator.secret)]
-                if isinstance(outcome, SecretsError):
-                    value = _for_ref(outcome, *ref)
-                else:
-                    try:
-                        value = conn.provider.select(outcome.document, locator)
-                        expires = outcome.expires
-                    except SecretsError as exc:
-                        value = _for_ref(exc, *ref)
-                    except (TypeError, ValueError) as exc:  # a value that is not text
-                        value = SecretNotFoundError(
-                            f"Secret value for {ref[1]} cannot be printed as text "
-                            f"({type(exc).__name__})",
-                            provider=ref[0],
-                            path=ref[1],
-                        )
+                key = (conn.provider.name, locator.secret)
+                value, expires = self._select(ref, conn, locator, outcomes[key], now)
             out[ref] = (value, expires)
-            if self._handed_out is not None and isinstance(value, str):
-                self._handed_out.add(value)
+            if self.on_value is not None and isinstance(value, str):
+                self.on_value(value)
             if self.audit is not None:
-                key = None if isinstance(result, SecretsError) else (ref[0], result[1].secret)
-                self._audit(ref, value, key in hit_keys, template)
+                self._audit(ref, value, key in claim.hits, template)
         return out
+
+    @staticmethod
+    def _select(
+        ref: Ref, conn: Connection, locator: Locator, outcome: Outcome, now: float
+    ) -> tuple[str | SecretsError, float]:
+        """The reference's value out of its secret's document, or its error."""
+        if isinstance(outcome, SecretsError):
+            return _about(outcome, ref), now
+        try:
+            return conn.provider.select(outcome.document, locator), outcome.expires
+        except SecretsError as exc:
+            return _about(exc, ref), now
+        except (TypeError, ValueError) as exc:  # a value that is not text
+            return SecretNotFoundError(
+                f"Secret value for {ref[1]} cannot be printed as text ({type(exc).__name__})",
+                provider=ref[0],
+                path=ref[1],
+            ), now
 
     def _audit(self, ref: Ref, value: str | SecretsError, hit: bool, template: str | None) -> None:
         assert self.audit is not None
         outcome = value.code if isinstance(value, SecretsError) else "ok"
+        record = {
+            "time": time.time(),
+            "template": template,
+            "connection": ref[0],
+            "path": ref[1],
+            "cache": "hit" if hit else "miss",
+            "outcome": outcome,
+        }
         try:
-            self.audit(
-                {
-                    "time": time.time(),
-                    "template": template,
-                    "connection": ref[0],
-                    "path": ref[1],
-                    "cache": "hit" if hit else "miss",
-                    "outcome": outcome,
-                }
-            )
+            self.audit(record)
         except Exception:  # an audit sink must not break rendering
             log.exception("audit hook failed")
 
-    def _claim(
-        self, refs: Iterable[Ref]
-    ) -> tuple[dict[Ref, Located], dict[Key, Connection], Claim]:
-        """Plan ``refs`` and claim their secrets, under one generation: if the
-        configuration changes while planning, plan again under the new one."""
-        refs = list(refs)
-        while True:
-            generation = self._cache.generation
-            located, keys = self._plan(refs, generation)
-            claim = self._cache.claim(keys, generation)
-            if claim is not None:
-                return located, keys, claim
-
-    def lookup(
-        self, refs: Iterable[Ref], *, template: str | None = None
-    ) -> dict[Ref, tuple[str | SecretsError, float]]:
-        """Resolve many references in one round: value (or error) and expiry each."""
-        located, keys, claim = self._claim(refs)
-        outcomes: dict[Key, Outcome] = dict(claim.hits)
-        try:
-            if claim.owned:
-                self._fetcher.fetch(claim.owned, keys)
-        finally:
-            self._cache.abandon(claim.owned, "fetch did not complete")
-        for key, future in {**claim.owned, **claim.waiting}.items():
-            outcomes[key] = future.result()
-        return self._finish(located, outcomes, claim.hits, template)
-
-    async def lookup_async(
-        self, refs: Iterable[Ref], *, template: str | None = None
-    ) -> dict[Ref, tuple[str | SecretsError, float]]:
-        """Async :meth:`lookup`: fetches run on the running loop."""
-        located, keys, claim = self._claim(refs)
-        outcomes: dict[Key, Outcome] = dict(claim.hits)
-        try:
-            if claim.owned:
-                await self._fetcher.fetch_async(claim.owned, keys)
-        except asyncio.CancelledError:
-            raise  # the submitted batches still complete, for whoever else waits
-        except BaseException:
-            self._cache.abandon(claim.owned, "fetch did not complete")
-            raise
-        for key, future in {**claim.owned, **claim.waiting}.items():
-            outcomes[key] = await asyncio.wrap_future(future)
-        return self._finish(located, outcomes, claim.hits, template)
-
     def get_many(self, refs: Iterable[Ref]) -> dict[Ref, str | SecretsError]:
         """Resolve many references together; each maps to its value or its error."""
-        return {ref: value for ref, (value, _) in self.lookup(refs).items()}
+        return _values(self.lookup(refs))
 
     async def get_many_async(self, refs: Iterable[Ref]) -> dict[Ref, str | SecretsError]:
         """Async :meth:`get_many`."""
-        found = await self.lookup_async(refs)
-        return {ref: value for ref, (value, _) in found.items()}
+        return _values(await self.lookup_async(refs))
 
     def get(self, connection: str, path: str) -> str:
         """The value of one reference. Raises its :class:`SecretsError`."""
-        value = self.get_many([(connection, path)])[(connection, path)]
-        if isinstance(value, SecretsError):
-            raise value.copy()
-        return value
+        return _value(self.lookup([(connection, path)]), (connection, path))
 
     async def get_async(self, connection: str, path: str) -> str:
         """Async :meth:`get`."""
-        value = (await self.get_many_async([(connection, path)]))[(connection, path)]
-        if isinstance(value, SecretsError):
-            raise value.copy()
-        return value
+        return _value(await self.lookup_async([(connection, path)]), (connection, path))
 
-    def prefetch(self, refs: Iterable[Ref]) -> None:
-        """Warm the cache for ``refs``; errors are kept for when they are used."""
-        self.lookup(refs)
-
-    async def prefetch_async(self, refs: Iterable[Ref]) -> None:
-        await self.lookup_async(refs)
-
-    # -- connection checks -------------------------------------------------------
+    # -- connection checks -----------------------------------------------------------
 
     def check(self, name: str) -> None:
         """Live connection test (the spec's "connect"); cached ``connection_ttl``.
@@ -473,87 +457,31 @@ class Resolver:
         Returns nothing on success; raises :class:`SecretConnectionError` (or
         :class:`SecretValidationError` for an unknown connection) on failure.
         """
-        conn = self.connection(name)
-        if self._use_cached_status(name):
-            return
-        try:
-            conn.provider.check()
-        except Exception as exc:
-            self._fail_check(name, exc)
-        self._store_status(name, None)
+        self._check(name, lambda provider: provider.check())
 
     async def check_async(self, name: str) -> None:
         """Async :meth:`check`."""
+        await settle(self._check(name, lambda provider: provider.check_async()))
+
+    def _check(
+        self, name: str, probe: Callable[[Provider], Awaitable[None] | None]
+    ) -> Awaitable[None] | None:
         conn = self.connection(name)
-        if self._use_cached_status(name):
-            return
+        if self._checks.fresh(name):  # raises a cached failure
+            return None
         try:
-            await conn.provider.check_async()
+            probing = probe(conn.provider)
         except Exception as exc:
-            self._fail_check(name, exc)
-        self._store_status(name, None)
+            self._checks.failed(name, exc)
+        return then(probing, lambda _: self._checks.passed(name), self._fail_check(name))
 
-    def _fail_check(self, name: str, exc: Exception) -> NoReturn:
-        """Cache a failed check's error and raise it."""
-        error: SecretsError
-        if isinstance(exc, SecretsError):
-            error = exc if exc.provider == name else _for_ref(exc, name, exc.path)
-        else:
-            error = SecretConnectionError(f"{type(exc).__name__} during check", provider=name)
-        self._store_status(name, error)
-        raise error.copy() from None
+    def _fail_check(self, name: str) -> Callable[[Exception], None]:
+        def fail(exc: Exception) -> None:
+            self._checks.failed(name, exc)
 
-    def _use_cached_status(self, name: str) -> bool:
-        """True if a fresh status is cached (re-raising its error), else False."""
-        cached = self._cached_status(name)
-        if cached is None:
-            return False
-        if cached[1] is not None:
-            raise cached[1].copy()
-        return True
+        return fail
 
-    def _cached_status(self, name: str) -> tuple[float, SecretsError | None] | None:
-        with self._lock:
-            status = self._status.get(name)
-        if status is not None and status[0] > self.timer():
-            return status
-        return None
-
-    def _store_status(self, name: str, error: SecretsError | None) -> None:
-        with self._lock:
-            self._status[name] = (self.timer() + self.connection_ttl, error)
-
-    # -- templates: cached runs of text and values ---------------------------------
-
-    def cached_run(self, key: str, escaped: bool = False) -> Any:
-        """A rendered run of template text and values, if still fresh, else None.
-
-        Held here, never in the template cache: it holds secret values.
-        """
-        entry = (self._runs_escaped if escaped else self._runs).get(key)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self._cache.generation:
-            return entry[2]
-        return None
-
-    def generation(self) -> int:
-        """A counter that changes whenever cached secrets are invalidated or the
-        configuration or policy changes: what was derived from values or
-        decisions of an older generation must not be used any more."""
-        return self._cache.generation
-
-    def store_run(
-        self, key: str, value: Any, expires: float, generation: int, *, escaped: bool = False
-    ) -> None:
-        """Keep a rendered run until ``expires`` unless the config changed since."""
-        runs = self._runs_escaped if escaped else self._runs
-        with self._lock:
-            if generation != self._cache.generation or expires <= self.timer():
-                return
-            if len(runs) >= self.maxsize:
-                runs.clear()
-            runs[key] = (expires, generation, value)
-
-    # -- nested data -------------------------------------------------------------
+    # -- nested data -----------------------------------------------------------------
 
     def resolve(
         self, obj: Any, *, on_missing: OnMissing | None = None, source: str | None = None
@@ -568,8 +496,7 @@ class Resolver:
         if not refs:
             return obj
         found = self.lookup({r.key for r in refs}, template=source)
-        values = {ref: value for ref, (value, _) in found.items()}
-        return rebuild(obj, values, on_missing or self.on_missing)
+        return rebuild(obj, _values(found), on_missing or self.on_missing)
 
     async def resolve_async(
         self, obj: Any, *, on_missing: OnMissing | None = None, source: str | None = None
@@ -579,40 +506,40 @@ class Resolver:
         if not refs:
             return obj
         found = await self.lookup_async({r.key for r in refs}, template=source)
-        values = {ref: value for ref, (value, _) in found.items()}
-        return rebuild(obj, values, on_missing or self.on_missing)
+        return rebuild(obj, _values(found), on_missing or self.on_missing)
 
-    # -- lifecycle and safety ------------------------------------------------------
+    # -- templates: cached runs of text and values ---------------------------------
+    # Transitional: this cache moves to the extension side (branch ``render``),
+    # which reads generation() instead; delete this section when it lands.
 
-    def remember_values(self) -> None:
-        """Keep every value handed out from now on (in memory), so that
-        :meth:`redact` also knows those of uncached connections. For one-shot
-        processes such as the CLI."""
-        if self._handed_out is None:
-            self._handed_out = set()
+    def _forget_runs(self) -> None:
+        with self._lock:
+            self._runs.clear()
+            self._runs_escaped.clear()
 
-    def redact(self, text: str, *, placeholder: str = "<redacted>") -> str:
-        """``text`` with every cached (or remembered) secret value of 4
-        characters or more replaced: for messages that may quote a value."""
-        values: set[str] = set(self._handed_out or ())
+    def cached_run(self, key: str, escaped: bool = False) -> Any:
+        """A rendered run of template text and values, if still fresh, else None.
 
-        def leaves(doc: Any) -> None:
-            if isinstance(doc, str):
-                values.add(doc)
-            elif isinstance(doc, Mapping):
-                for item in doc.values():
-                    leaves(item)
-            elif isinstance(doc, (list, tuple)):
-                for item in doc:
-                    leaves(item)
-            elif doc is not None:
-                values.add(str(doc))
+        Held here, never in the template cache: it holds secret values.
+        """
+        entry = (self._runs_escaped if escaped else self._runs).get(key)
+        if entry is not None and entry[0] > self.timer() and entry[1] == self._cache.generation:
+            return entry[2]
+        return None
 
-        for document in self._cache.documents():
-            leaves(document)
-        for value in sorted((v for v in values if len(v) >= 4), key=len, reverse=True):
-            text = text.replace(value, placeholder)
-        return text
+    def store_run(
+        self, key: str, value: Any, expires: float, generation: int, *, escaped: bool = False
+    ) -> None:
+        """Keep a rendered run until ``expires`` unless the config changed since."""
+        runs = self._runs_escaped if escaped else self._runs
+        with self._lock:
+            if generation != self._cache.generation or expires <= self.timer():
+                return
+            if len(runs) >= self.maxsize:
+                runs.clear()
+            runs[key] = (expires, generation, value)
+
+    # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
         """Shut the thread pool down and close provider clients."""
@@ -632,9 +559,12 @@ class Resolver:
 
     def __getstate__(self) -> dict[str, Any]:
         # Settings and providers (rebuilt from their options) only: no cached
-        # secrets, locks, pools or SDK clients.
+        # secrets, locks, pools or SDK clients, and no on_value hook (it may
+        # hold values handed out).
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["on_value"] = None
         state["_policy"] = self._policy
+        state["connection_ttl"] = self.connection_ttl
         state["_connections"] = {
             name: (c.provider, c.ttl, c.concurrency, c.spec)
             for name, c in self._connections.items()
@@ -643,9 +573,22 @@ class Resolver:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         connections = state.pop("_connections")
+        connection_ttl = state.pop("connection_ttl")
         self.__dict__.update(state)
-        self._init_runtime()
         self._connections = {
             name: Connection(provider, ttl, concurrency, spec)
             for name, (provider, ttl, concurrency, spec) in connections.items()
         }
+        self._init_runtime(connection_ttl)
+
+
+def _value(found: Found, ref: Ref) -> str:
+    """The value of ``ref`` in ``found``, or a copy of its error raised."""
+    value = found[ref][0]
+    if isinstance(value, SecretsError):
+        raise value.copy()
+    return value
+
+
+def _values(found: Found) -> dict[Ref, str | SecretsError]:
+    return {ref: value for ref, (value, _) in found.items()}

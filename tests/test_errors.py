@@ -13,6 +13,7 @@ import pytest
 from jinja_apsecrets import (
     SecretConnectionError,
     SecretNotFoundError,
+    SecretReferenceSyntaxError,
     SecretsError,
     SecretValidationError,
 )
@@ -133,3 +134,41 @@ class TestSharedErrors:
             errors.append(info.value)
         assert len({id(e) for e in errors}) == 3
         assert all(len(traceback.extract_tb(e.__traceback__)) < 10 for e in errors)
+
+
+class TestCopy:
+    """One way to copy an error with new fields: ``copy(**changes)`` on ``__reduce__``."""
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            SecretNotFoundError("gone", provider="a", path="p", hint="look"),
+            SecretConnectionError("down", provider="a"),
+            SecretValidationError("bad"),
+            SecretReferenceSyntaxError("bad ref", 3, "t.j2", "t.j2", provider="a", path="p"),
+        ],
+    )
+    def test_keeps_class_and_fields_and_changes_only_what_is_asked(self, error: Any) -> None:
+        copy = error.copy(provider="b", lineno=7)
+        assert type(copy) is type(error)
+        assert copy is not error
+        assert (copy.provider, copy.lineno) == ("b", 7)
+        assert (copy.message, copy.path, copy.template, copy.hint) == (
+            error.message,
+            error.path,
+            error.template,
+            error.hint,
+        )
+        assert error.provider != "b"  # the original is untouched
+
+    def test_message_and_unknown_fields(self) -> None:
+        error = SecretNotFoundError("gone", provider="a")
+        assert error.copy(message="other").to_dict()["message"] == "other"
+        with pytest.raises(TypeError, match="nope"):
+            error.copy(nope=1)
+
+    def test_syntax_error_template_is_jinjas_name(self) -> None:
+        error = SecretReferenceSyntaxError("bad ref", 3, None, None)
+        located = error.locate("t.j2", 9)
+        assert (located.template, located.lineno, located.name) == ("t.j2", 3, "t.j2")
+        assert pickle.loads(pickle.dumps(located)).template == "t.j2"

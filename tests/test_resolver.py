@@ -314,3 +314,43 @@ def test_changing_the_policy_applies_to_references_already_seen(resolver: Resolv
     assert pickle.loads(pickle.dumps(resolver)).policy == ("mem:prod/*",)
     resolver.policy = None
     assert resolver.get("mem", "plain") == "plain-Secret-3"
+
+
+class TestOnValue:
+    def test_called_once_with_every_string_value_handed_out(self, mem: Any, clock: Any) -> None:
+        seen: list[str] = []
+        r = Resolver({"mem": mem}, timer=clock, on_value=seen.append)
+        r.get_many([("mem", "prod/db:password"), ("mem", "plain"), ("mem", "gone:x")])
+        assert sorted(seen) == sorted([PW, "plain-Secret-3"])
+        r.get("mem", "plain")  # a cache hit is handed out too
+        assert seen.count("plain-Secret-3") == 2
+
+    def test_never_pickled(self, mem: Any, clock: Any) -> None:
+        seen: list[str] = []
+        r = Resolver({"mem": mem}, timer=clock, on_value=seen.append)
+        r.get("mem", "plain")
+        assert pickle.loads(pickle.dumps(r)).on_value is None
+
+
+class TestMemos:
+    def test_parse_memo_is_lru_bounded(self, mem: Any, clock: Any) -> None:
+        r = Resolver({"mem": mem}, timer=clock, maxsize=3)
+        for i in range(5):
+            r.locate("mem", f"s{i}:k")
+        r.locate("mem", "s3:k")  # recently used: kept
+        r.locate("mem", "s9:k")
+        assert set(r._parsed) == {("mem", "s3:k"), ("mem", "s4:k"), ("mem", "s9:k")}
+
+    def test_check_status_lives_connection_ttl_on_the_injected_clock(
+        self, resolver: Resolver, mem: Any, clock: Any
+    ) -> None:
+        resolver.connection_ttl = 5
+        resolver.check("mem")
+        clock.advance(4)
+        resolver.check("mem")
+        assert mem.checks == 1
+        clock.advance(2)
+        resolver.check("mem")
+        assert mem.checks == 2
+        assert asyncio.run(resolver.check_async("mem")) is None
+        assert mem.checks == 2
