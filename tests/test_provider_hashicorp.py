@@ -513,6 +513,18 @@ class TestOfflineKvVersion:
         provider.parse_path("legacy/data/key")  # a folder named data on KV v1
         assert provider.offline_warnings("team/kv/data/svc/token") == []
 
+    def test_raw_settings_work_without_construction(self) -> None:
+        # What an offline linter does when the url comes from ${VAULT_ADDR}:
+        # an instance holding the defaults and the literal settings, unvalidated.
+        bare = VaultProvider.__new__(VaultProvider)
+        bare.name = "v"
+        bare.options = {k: f.default for k, f in VaultProvider.fields.items()}
+        bare.options["mounts"] = {"secret": 2}
+        with pytest.raises(SecretValidationError, match=r"did you mean secret/data/a/b\?"):
+            bare.parse_path("secret/a/b")
+        bare.parse_path("secretx/a/b")  # not under secret/
+        assert bare.offline_warnings("secret/data/a/b") == []
+
     def test_without_settings_the_version_is_a_warning(self) -> None:
         provider = VaultProvider("vault-a", {"url": self.URL, "token": "t"})
         provider.parse_path("secret/prod/app/jwt_secret")  # may be KV v1: not an error
