@@ -19,7 +19,8 @@ first path segment) or ``mounts: {team/kv: 2, kv1: 1}`` (per mount, longest
 prefix wins). With them :meth:`VaultProvider.parse_path` rejects a KV v2 path
 without ``data/`` before any request; without them
 :meth:`VaultProvider.offline_warnings` says that it cannot know. At render
-time the server's answer wins.
+time the server's answer wins, except that mounts named in ``mounts`` are
+taken at their word (no lookup request).
 
 Authentication: AppRole when ``roleId`` and ``secretId`` are set, otherwise a
 token (``token``, else ``VAULT_TOKEN``). The token is shared by every thread,
@@ -30,8 +31,10 @@ id): each login spends one, so a single-use id serves one login, and the
 connection fails with CONNECTION_FAILED when its token expires. With
 ``agent: true`` the connection sends no token at all: a Vault Agent or
 OpenBao Agent at ``url`` (``api_proxy { use_auto_auth_token = true }``) adds
-its own auto-auth token, and its ``cache`` answers repeated reads for every
-process of the host.
+its own auto-auth token: one login per host, no credentials in the processes.
+Its ``cache`` keeps tokens and leased secrets; KV reads carry no lease and are
+forwarded to the server (measured with OpenBao 2.7), so this provider's own
+cache still matters.
 
 Transient failures (refused or reset connections, 502/503/504) are retried
 ``retries`` times with jittered backoff (see :mod:`._http`); then, as any
