@@ -768,6 +768,19 @@ class TestAgent:
         provider.check()
         provider.close()
 
+    def test_kv_reads_are_forwarded_not_cached_by_the_agent(
+        self, agent: Server, bao: Server
+    ) -> None:
+        # What the README says of `cache {}`: it keeps tokens and leased
+        # secrets; a KV read has no lease, so a new version shows at once.
+        kv2 = hvac.Client(url=bao.url, token="root").secrets.kv.v2
+        kv2.create_or_update_secret("app/rotating", {"value": "before"})
+        provider = VaultProvider("hashicorp", {"url": agent.url, "agent": True})
+        assert get(provider, "secret/data/app/rotating/value") == "before"
+        kv2.create_or_update_secret("app/rotating", {"value": "after"})
+        assert get(provider, "secret/data/app/rotating/value") == "after"
+        provider.close()
+
     def test_agent_excludes_credentials(self) -> None:
         for creds in ({"token": "t"}, {"roleId": "r", "secretId": "s"}):
             with pytest.raises(SecretValidationError, match="agent is true"):
