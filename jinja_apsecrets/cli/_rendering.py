@@ -22,7 +22,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -39,6 +39,16 @@ from ..undefined import SecretText
 from ..walk import collect, rebuild
 from ._audit import Reporter
 from ._errors import UsageProblem
+from ._options import (
+    audit_option,
+    config_option,
+    exclude_option,
+    mode_option,
+    on_missing_option,
+    pattern_option,
+    vars_option,
+    verbose_option,
+)
 from ._output import OutputSet, refuse_links
 
 __all__ = [
@@ -59,6 +69,7 @@ __all__ = [
     "plan_request",
     "plan_tree",
     "render_jobs",
+    "render_options",
     "render_plan",
     "resolve_data",
     "walk_tree",
@@ -225,6 +236,42 @@ def plan_tree(
         elif matches(rel, copies):
             plan.copies.append((root / rel, target / name))
     return plan
+
+
+# -- options -----------------------------------------------------------------------
+
+
+def render_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``render`` and ``watch`` share (``watch`` takes "render's options")."""
+    for option in reversed(
+        (
+            config_option,
+            vars_option,
+            click.option(
+                "--set",
+                "assignments",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A template variable (repeatable; a.b=x nests; values are strings). "
+                "Wins over --vars.",
+            ),
+            pattern_option,
+            exclude_option,
+            click.option(
+                "--copy",
+                "copies",
+                multiple=True,
+                metavar="GLOB",
+                help="Also copy files of a tree matching GLOB, unrendered (repeatable).",
+            ),
+            mode_option,
+            on_missing_option,
+            audit_option,
+            verbose_option,
+        )
+    ):
+        func = option(func)
+    return func
 
 
 # -- variables ---------------------------------------------------------------------
@@ -400,10 +447,12 @@ def render_jobs(
 
 @dataclass
 class Rendered:
-    """Step 3's result: the texts of the jobs that rendered, and the failures."""
+    """Step 3's result: the texts of the jobs that rendered, the failures, and
+    the files of every template loaded (includes too: what ``watch`` watches)."""
 
     texts: dict[Job, str]
     failures: list[tuple[Job, Exception]]
+    loaded: list[str] = field(default_factory=list)
 
 
 def render_plan(
@@ -421,7 +470,9 @@ def render_plan(
     variables = load_variables(resolver, request, reporter)
     env = make_environment(plan.root, resolver, request.on_missing, plan.inline)
     texts, failures = render_jobs(env, plan.jobs, variables, progress=progress)
-    return Rendered(texts, failures)
+    cached = env.cache.values() if env.cache is not None else []
+    loaded = sorted({t.filename for t in cached if t.filename and t.name not in plan.inline})
+    return Rendered(texts, failures, loaded)
 
 
 def build_outputs(plan: Plan, rendered: Rendered, mode: int) -> OutputSet | None:

@@ -12,65 +12,27 @@ change, never a value.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ..resolver import OnMissing
 from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, report
-from ._options import (
-    audit_option,
-    config_option,
-    exclude_option,
-    guarded,
-    mode_option,
-    on_missing_option,
-    pattern_option,
-    session,
-    vars_option,
-    verbose_option,
-    worst,
-)
+from ._options import guarded, session, worst
 from ._output import Change
-from ._rendering import Plan, Rendered, Request, build_outputs, plan_request, render_plan
+from ._rendering import (
+    Plan,
+    Rendered,
+    Request,
+    build_outputs,
+    plan_request,
+    render_options,
+    render_plan,
+)
 
-__all__ = ["render", "render_options"]
-
-
-def render_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options ``render`` and ``watch`` share (``watch`` takes "render's options")."""
-    for option in reversed(
-        (
-            config_option,
-            vars_option,
-            click.option(
-                "--set",
-                "assignments",
-                multiple=True,
-                metavar="KEY=VALUE",
-                help="A template variable (repeatable; a.b=x nests; values are strings). "
-                "Wins over --vars.",
-            ),
-            pattern_option,
-            exclude_option,
-            click.option(
-                "--copy",
-                "copies",
-                multiple=True,
-                metavar="GLOB",
-                help="Also copy files of a tree matching GLOB, unrendered (repeatable).",
-            ),
-            mode_option,
-            on_missing_option,
-            audit_option,
-            verbose_option,
-        )
-    ):
-        func = option(func)
-    return func
+__all__ = ["render"]
 
 
 @click.command(epilog=EXIT_CODES_HELP)

@@ -1,0 +1,512 @@
+"""``watch``: keep rendered outputs current while secrets rotate (as consul-template).
+
+A :class:`Watcher` runs *rounds*. A round is ``render``'s flow (see
+:mod:`._rendering`): plan, collect the variables, render every template into
+memory, and, only if all of them rendered, write the outputs whose bytes or
+mode changed (atomically; unchanged ones keep their inode and mtime). A failed
+round (a backend down, a template error, a refused output) writes nothing:
+the last good outputs stay as they are.
+
+When rounds run:
+
+- a **timed** round every *period*: ``--interval`` seconds, or else the
+  shortest cache TTL of the configured connections. A timed round forgets the
+  cached secrets first (``Resolver.invalidate``), so every secret is looked up
+  again;
+- a **file** round as soon as a watched file changes. Files are polled (no
+  inotify): their size, mtime and inode, once a second or every period if
+  shorter. Watched are the vars files, the template (or every file of the
+  template folder, except the output folder) and every template the last
+  round loaded (includes, imports). A file round uses the cache;
+- after a **failed** round, a timed round after a backoff of 1 s, doubling,
+  capped at the period (the TTL);
+- at once on **SIGHUP**, after reading the config file again (a config that
+  no longer loads is logged and the old one kept).
+
+SIGINT and SIGTERM end the loop after the current round, with exit 0.
+``--once`` runs one round and exits with ``render``'s exit codes.
+
+``--exec COMMAND`` (through the shell) runs after each round that changed at
+least one output; never two at once: a round that changes outputs while it
+still runs makes it run once more when it ends. Its exit status is logged,
+never fatal.
+
+Logs go to standard error, one line per round (``round 3: 2 changed,
+8 unchanged, 0.21 s``); a failure is described as ``render`` describes it
+(code, connection, path, place; never a value).
+
+Time is injected: the loop asks a :class:`Clock` for the time and to sleep, so
+unit tests drive it without waiting. The real clock sleeps in ``select`` on a
+pipe that signal handlers write to (``signal.set_wakeup_fd``), so a signal,
+or the end of the ``--exec`` child (SIGCHLD), wakes it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import click
+
+from ..resolver import OnMissing, Resolver
+from ._audit import Reporter
+from ._errors import EXIT_OK, EXIT_USAGE, UsageProblem, describe, exit_code
+from ._options import guarded, session, worst
+from ._output import OutputError
+from ._rendering import (
+    Request,
+    build_outputs,
+    plan_request,
+    render_options,
+    render_plan,
+    walk_tree,
+)
+
+__all__ = ["Clock", "ExecRunner", "RealClock", "RoundResult", "Schedule", "Watcher", "watch"]
+
+#: Files are checked at least this often (seconds).
+POLL = 1.0
+#: The first retry after a failed round (seconds); it doubles up to the period.
+BACKOFF_START = 1.0
+
+Log = Callable[[str], None]
+Fingerprint = dict[str, tuple[int, int, int] | None]
+
+
+class Clock(Protocol):
+    """Time for the loop: ``now`` (monotonic seconds) and ``sleep``, which may
+    return early (a signal arrived)."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    """``time.monotonic``, and a sleep that signals cut short.
+
+    While :meth:`signals` is active, each handled signal writes a byte to a
+    pipe (``signal.set_wakeup_fd``); :meth:`sleep` waits in ``select`` on it.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            ready, _, _ = select.select([self._read], [], [], seconds)
+            if ready:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._read, 512):
+                        pass
+
+    @contextlib.contextmanager
+    def signals(self, handlers: dict[signal.Signals, Callable[[], None]]) -> Iterator[None]:
+        """Install ``handlers`` (and a SIGCHLD handler that only wakes the
+        sleep) for the duration; the previous ones are restored after."""
+
+        def call(action: Callable[[], None]) -> Callable[[int, FrameType | None], None]:
+            return lambda _signum, _frame: action()
+
+        wanted: dict[signal.Signals, Callable[[int, FrameType | None], None]] = {
+            sig: call(action) for sig, action in handlers.items()
+        }
+        wanted[signal.SIGCHLD] = lambda _signum, _frame: None
+        old_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        old = {sig: signal.signal(sig, handler) for sig, handler in wanted.items()}
+        try:
+            yield
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_fd)
+
+    def close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
+
+
+@dataclass
+class Schedule:
+    """When the next timed round runs: every ``period`` seconds after a good
+    round; after failed ones, ``backoff`` seconds doubling, capped at the period."""
+
+    period: float
+    backoff: float = BACKOFF_START
+    failures: int = 0
+
+    @property
+    def poll(self) -> float:
+        """How often watched files are checked."""
+        return min(POLL, self.period)
+
+    def delay(self, ok: bool) -> float:
+        """The wait until the next timed round, after a round that was ``ok`` or not."""
+        if ok:
+            self.failures = 0
+            return self.period
+        wait = min(self.backoff * float(2**self.failures), self.period)
+        self.failures += 1
+        return wait
+
+
+class ExecRunner:
+    """Runs ``--exec`` through the shell, one at a time.
+
+    :meth:`request` asks for a run; if one is going, another follows when it
+    ends (requests meanwhile are merged into that one). :meth:`poll` notices
+    the end (logging the exit status) and starts what was asked for.
+    """
+
+    def __init__(
+        self,
+        command: str,
+        log: Log,
+        spawn: Callable[[str], subprocess.Popen[bytes]] | None = None,
+    ) -> None:
+        self.command = command
+        self.log = log
+        self.spawn = spawn or _spawn
+        self.runs = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending = False
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def request(self) -> None:
+        self._pending = True
+        self.poll()
+
+    def poll(self) -> None:
+        if self._proc is not None:
+            status = self._proc.poll()
+            if status is None:
+                return  # a pending run starts when this one ends
+            self._ended(status)
+        if self._pending:
+            self._pending = False
+            self.runs += 1
+            try:
+                self._proc = self.spawn(self.command)
+            except OSError as exc:
+                self.log(f"exec: cannot start: {exc.strerror or exc}")
+
+    def wait(self) -> None:
+        """Wait for the run that is going, and the one asked for after it."""
+        while self._proc is not None or self._pending:
+            if self._proc is not None:
+                self._proc.wait()
+            self.poll()
+
+    def _ended(self, status: int) -> None:
+        self._proc = None
+        if status < 0:
+            self.log(f"exec: killed by signal {-status}")
+        else:
+            self.log(f"exec: exit status {status}")
+
+
+def _spawn(command: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL)  # noqa: S602 - --exec is a shell command by contract
+
+
+@dataclass
+class RoundResult:
+    """What one round did. ``code`` is ``render``'s exit code for it."""
+
+    number: int
+    code: int
+    changed: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.code == EXIT_OK
+
+
+class Watcher:
+    """The rounds of ``watch`` and the loop that schedules them (see the module
+    docstring). ``clock`` is injectable; ``runner`` is the ``--exec`` runner."""
+
+    def __init__(
+        self,
+        request: Request,
+        resolver: Resolver,
+        clock: Clock,
+        *,
+        period: float,
+        log: Log,
+        runner: ExecRunner | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.request = request
+        self.resolver = resolver
+        self.clock = clock
+        self.schedule = Schedule(period)
+        self.log = log
+        self.runner = runner
+        self.reporter = reporter
+        self.rounds = 0
+        self._loaded: list[str] = []
+        self._seen: Fingerprint = {}
+        self._stop = False
+        self._hangup = False
+
+    # -- signals (called from handlers: they only set flags) ----------------------
+
+    def stop(self) -> None:
+        """End the loop after the current round."""
+        self._stop = True
+
+    def hangup(self) -> None:
+        """Read the config again and run a round at once."""
+        self._hangup = True
+
+    # -- one round ------------------------------------------------------------------
+
+    def run_round(self, *, fresh: bool) -> RoundResult:
+        """Render everything; write what changed; ``--exec`` if something did.
+
+        ``fresh`` forgets cached secrets first. Never raises for a failed
+        render: the failure is logged and the outputs are left alone.
+        """
+        self.rounds += 1
+        start = self.clock.now()
+        self._seen = self.fingerprint()
+        result = RoundResult(self.rounds, EXIT_OK)
+        if fresh:
+            self.resolver.invalidate()
+        try:
+            plan = plan_request(self.request)
+            rendered = render_plan(self.resolver, plan, self.request, self.reporter)
+            self._loaded = rendered.loaded or self._loaded
+            for file, st in self.fingerprint().items():
+                self._seen.setdefault(file, st)  # newly loaded: watched from now on
+            if rendered.failures:
+                codes = set()
+                for job, exc in rendered.failures:
+                    codes.add(exit_code(exc))
+                    self._describe(exc, template=job.file, root=plan.root)
+                result.code = worst(codes)
+            else:
+                outputs = build_outputs(plan, rendered, self.request.mode)
+                written = outputs.commit() if outputs is not None else []
+                result.changed = len(written)
+                result.unchanged = (len(outputs) if outputs is not None else 0) - len(written)
+        except (UsageProblem, OutputError) as exc:
+            self.log(f"error: {exc.format_message() if isinstance(exc, UsageProblem) else exc}")
+            result.code = EXIT_USAGE
+        except Exception as exc:  # a vars file, the config: described, never a value
+            self._describe(exc)
+            result.code = exit_code(exc)
+        result.seconds = self.clock.now() - start
+        if result.ok:
+            self.log(
+                f"round {result.number}: {result.changed} changed, "
+                f"{result.unchanged} unchanged, {result.seconds:.2f} s"
+            )
+            if result.changed and self.runner is not None:
+                self.runner.request()
+        return result
+
+    def _describe(self, exc: BaseException, **where: Any) -> None:
+        for line in describe(exc, **where):
+            self.log(line)
+
+    # -- what is watched ----------------------------------------------------------------
+
+    def watched(self) -> list[str]:
+        """The files whose change starts a round (see the module docstring)."""
+        files = list(self.request.vars_files)
+        source = self.request.source
+        if source.is_dir():
+            skip = self.request.output.resolve() if self.request.output is not None else None
+            files += [os.path.join(source, rel) for rel in walk_tree(source, skip, ())]
+        else:
+            files.append(os.fspath(source))
+        return files + self._loaded
+
+    def fingerprint(self) -> Fingerprint:
+        """Size, mtime and inode of every watched file (``None``: missing)."""
+        out: Fingerprint = {}
+        for file in self.watched():
+            key = os.path.abspath(file)
+            try:
+                st = os.stat(key)
+            except OSError:
+                out[key] = None
+            else:
+                out[key] = (st.st_size, st.st_mtime_ns, st.st_ino)
+        return out
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Round after round until :meth:`stop`; with ``once``, one round.
+
+        Returns the exit code: ``render``'s for ``once``, else 0."""
+        result = self.run_round(fresh=True)
+        if once:
+            if self.runner is not None:
+                self.runner.wait()
+            return result.code
+        due = self._next(result)
+        while not self._stop:
+            if self.runner is not None:
+                self.runner.poll()
+            now = self.clock.now()
+            if self._hangup:
+                self._hangup = False
+                self._reload()
+                due = self._next(self.run_round(fresh=True))
+            elif now >= due:
+                due = self._next(self.run_round(fresh=True))
+            elif self.fingerprint() != self._seen:
+                result = self.run_round(fresh=False)
+                if not result.ok or self.schedule.failures:
+                    due = self._next(result)
+            else:
+                self.clock.sleep(max(0.0, min(due, now + self.schedule.poll) - now))
+        if self.runner is not None:
+            self.runner.wait()
+        return EXIT_OK
+
+    def _next(self, result: RoundResult) -> float:
+        """When the next timed round is due after ``result``; logs a retry."""
+        wait = self.schedule.delay(result.ok)
+        if not result.ok:
+            self.log(f"round {result.number}: failed, outputs kept; retry in {wait:g} s")
+        return self.clock.now() + wait
+
+    def _reload(self) -> None:
+        try:
+            self.resolver.reload()
+        except Exception as exc:  # keep the old config; described, never a value
+            self._describe(exc)
+            self.log("config: not reloaded; the old one stays in use")
+        else:
+            self.log("config: reloaded")
+
+
+def default_period(resolver: Resolver) -> float:
+    """The shortest cache TTL of the connections (that cache at all), else the
+    resolver's default TTL."""
+    ttls = [resolver.connection(name).ttl for name in resolver.connections]
+    positive = [ttl for ttl in ttls if ttl > 0]
+    return min(positive) if positive else resolver.ttl if resolver.ttl > 0 else 300.0
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output file (or folder, for a folder SOURCE).",
+)
+@render_options
+@click.option(
+    "--exec",
+    "command",
+    metavar="COMMAND",
+    help="A shell command run after each round that changed an output (one at a "
+    "time; its exit status is logged, not fatal). E.g. 'systemctl reload nginx'.",
+)
+@click.option("--once", is_flag=True, help="One round, then exit with render's exit codes.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Look every secret up again this often (default: the shortest cache TTL).",
+)
+@guarded
+def watch(
+    source: Path,
+    output: Path,
+    config: Path | None,
+    vars_files: Sequence[str],
+    assignments: Sequence[str],
+    patterns: Sequence[str],
+    excludes: Sequence[str],
+    copies: Sequence[str],
+    mode: int,
+    on_missing: OnMissing | None,
+    audit_log: str | None,
+    verbose: int,
+    command: str | None,
+    once: bool,
+    interval: float | None,
+) -> None:
+    """Render SOURCE like render, then keep OUTPUT current as secrets rotate.
+
+    Secrets are looked up again every --interval seconds (default: when their
+    cache TTL lapses); the template and vars files are read again when they
+    change on disk (polled once a second). Only outputs whose content changed
+    are written, atomically; a failure (a backend down, a template error) keeps
+    the last good outputs and is retried with backoff. SIGHUP reads the config
+    again and renders at once; SIGINT and SIGTERM exit 0 after the current
+    round. Logs go to stderr, one line per round.
+
+    \b
+    Exit codes (--once): as for render. Without --once: 0 when stopped by a
+    signal, 2 for a usage or configuration error at start.
+    """
+    reporter = Reporter(verbose)
+    request = Request(
+        source=source,
+        output=output,
+        vars_files=tuple(vars_files),
+        assignments=tuple(assignments),
+        patterns=tuple(patterns),
+        excludes=tuple(excludes),
+        copies=tuple(copies),
+        mode=mode,
+        on_missing=on_missing,
+    )
+    plan_request(request)  # usage errors (a folder without -o, a link) end it now
+
+    def log(line: str) -> None:
+        click.echo(line, err=True)
+
+    clock = RealClock()
+    try:
+        with session(config, audit_log, reporter) as resolver:
+            runner = ExecRunner(command, log) if command else None
+            watcher = Watcher(
+                request,
+                resolver,
+                clock,
+                period=interval or default_period(resolver),
+                log=log,
+                runner=runner,
+                reporter=reporter,
+            )
+            handlers = {
+                signal.SIGHUP: watcher.hangup,
+                signal.SIGINT: watcher.stop,
+                signal.SIGTERM: watcher.stop,
+            }
+            with clock.signals(handlers):
+                code = watcher.run(once=once)
+    finally:
+        clock.close()
+    if code:
+        raise click.exceptions.Exit(code)
