@@ -9,6 +9,7 @@ servers, real signals and a real shell.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -613,3 +614,37 @@ def put(url: str, value: str) -> None:
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status < 300
+
+
+class TestWatchedFiles:
+    def test_a_vars_file_change_renders(
+        self, tmp_path: Path, resolver: Resolver, clock: StepClock
+    ) -> None:
+        (tmp_path / "t.j2").write_text("{{ greeting }} " + PW)
+        (tmp_path / "v.yaml").write_text("greeting: hi\n")
+        request = Request(source=tmp_path / "t.j2", output=tmp_path / "o", vars_files=("v.yaml",))
+        logs: list[str] = []
+        watcher = Watcher(request, resolver, clock, period=10, log=logs.append)
+        clock.at(2, lambda: (tmp_path / "v.yaml").write_text("greeting: hello\n"))
+        clock.at(4, watcher.stop)
+        old = Path.cwd()
+        os.chdir(tmp_path)
+        try:
+            watcher.run()
+        finally:
+            os.chdir(old)
+        assert (tmp_path / "o").read_text() == "hello pw-Secret-1"
+        assert [line.split(":")[0] for line in logs] == ["round 1", "round 2"]
+
+    def test_a_new_template_in_a_folder_renders(
+        self, tmp_path: Path, resolver: Resolver, clock: StepClock
+    ) -> None:
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "a.j2").write_text("a")
+        request = Request(source=tmp_path / "src", output=tmp_path / "src" / "out")
+        watcher = Watcher(request, resolver, clock, period=10, log=lambda _: None)
+        clock.at(2, lambda: (tmp_path / "src" / "b.j2").write_text(PW))
+        clock.at(4, watcher.stop)
+        watcher.run()
+        assert (tmp_path / "src" / "out" / "b").read_text() == "pw-Secret-1"
+        assert watcher.rounds == 2  # the outputs inside the folder are not watched

@@ -313,6 +313,9 @@ class Watcher:
         except (UsageProblem, OutputError) as exc:
             self.log(f"error: {exc.format_message() if isinstance(exc, UsageProblem) else exc}")
             result.code = EXIT_USAGE
+        except OSError as exc:  # a file of the tree (a --copy source) went away, say
+            self.log(f"error: {exc.filename}: {exc.strerror or type(exc).__name__}")
+            result.code = EXIT_USAGE
         except Exception as exc:  # a vars file, the config: described, never a value
             self._describe(exc)
             result.code = exit_code(exc)
