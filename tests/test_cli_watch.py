@@ -24,7 +24,8 @@ from test_cli import EXE, run
 
 from jinja_apsecrets import Resolver
 from jinja_apsecrets.cli._rendering import Request
-from jinja_apsecrets.cli.watch import ExecRunner, RoundResult, Schedule, Watcher, default_period
+from jinja_apsecrets.cli._scheduling import ExecRunner, Schedule
+from jinja_apsecrets.cli.watch import RoundResult, Watcher, default_period
 
 PW = "<<mem|ap_sep_v1|prod/db:password>>"
 
