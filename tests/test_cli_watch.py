@@ -10,6 +10,7 @@ servers, real signals and a real shell.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import time
@@ -24,7 +25,7 @@ from test_cli import EXE, run
 
 from jinja_apsecrets import Resolver
 from jinja_apsecrets.cli._rendering import Request
-from jinja_apsecrets.cli._scheduling import ExecRunner, Schedule
+from jinja_apsecrets.cli._scheduling import ExecRunner, RealClock, Schedule
 from jinja_apsecrets.cli.watch import RoundResult, Watcher, default_period
 
 PW = "<<mem|ap_sep_v1|prod/db:password>>"
@@ -649,3 +650,21 @@ class TestWatchedFiles:
         watcher.run()
         assert (tmp_path / "src" / "out" / "b").read_text() == "pw-Secret-1"
         assert watcher.rounds == 2  # the outputs inside the folder are not watched
+
+
+class TestRealClock:
+    def test_a_handled_signal_wakes_the_sleep(self) -> None:
+        """The handler runs, and the wakeup byte waits in the pipe for ``sleep``:
+        a sleep begun after the signal returns at once (it drains the pipe)."""
+        clock = RealClock()
+        seen: list[str] = []
+        try:
+            with clock.signals({signal.SIGHUP: lambda: seen.append("hup")}):
+                os.kill(os.getpid(), signal.SIGHUP)
+                assert seen == ["hup"]
+                assert select.select([clock._read], [], [], 0)[0]  # the byte is there
+                clock.sleep(60)  # returns at once: the byte is read
+                assert not select.select([clock._read], [], [], 0)[0]
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # restored
+        finally:
+            clock.close()

@@ -44,5 +44,6 @@ def main() -> None:
     """
 
 
-for command in (render, refs, check, resolve, keygen, encrypt, watch):
+for command in (render, refs, check, resolve, keygen, encrypt):
     main.add_command(command)
+main.add_command(watch)
