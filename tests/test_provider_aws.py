@@ -429,9 +429,14 @@ class TestThrottling:
         if times < sends:
             assert results[("aws", "busy:k")] == "busy-value-1"
         else:
+            # Still throttled after botocore's retries: AWS could not answer.
             error = results[("aws", "busy:k")]
-            assert isinstance(error, SecretNotFoundError)
-            assert "ThrottlingException" in error.message
+            assert isinstance(error, SecretConnectionError)
+            assert error.code == "SECRET_MANAGER_CONNECTION_FAILED"
+            assert error.message == (
+                "AWS Secrets Manager throttled the requests (ThrottlingException 400) "
+                "after 2 attempts"
+            )
 
 
 class TestConnectionFailures:
