@@ -112,6 +112,15 @@ class FaultProxy(ThreadingHTTPServer):
         self._thread.start()
         return self
 
+    @contextmanager
+    def running(self) -> Iterator[FaultProxy]:
+        """Start; stop on leaving."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         self.shutdown()
         self.server_close()

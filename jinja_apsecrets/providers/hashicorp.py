@@ -423,14 +423,12 @@ class VaultProvider(Provider):
             raise _Denied(f"Permission denied for path {path}") from None
         except hvac.exceptions.InvalidPath:
             raise SecretNotFoundError(self._not_found(path, mount, rest, sid)) from None
-        except (
-            hvac.exceptions.InvalidRequest,
-            hvac.exceptions.InternalServerError,
-            hvac.exceptions.RateLimitExceeded,
-            hvac.exceptions.UnexpectedError,
-        ) as exc:
+        except hvac.exceptions.InvalidRequest as exc:
+            # 5xx, 429 and unknown statuses reach _transport: Vault could not answer.
             raise SecretNotFoundError(f"Vault refused reading {path}: {_reason(exc)}") from None
-        data = response.get("data") if isinstance(response, Mapping) else None
+        if not isinstance(response, Mapping):  # hvac hands back a 2xx body it cannot parse
+            raise self._connection_error(f"Vault at {self.url} answered with no JSON object")
+        data = response.get("data")
         if mount.kv == 2 and isinstance(data, Mapping):
             data = data.get("data")
         if not isinstance(data, Mapping):
