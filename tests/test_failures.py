@@ -55,6 +55,7 @@ from jinja_apsecrets.errors import (
     SecretNotFoundError,
 )
 from jinja_apsecrets.providers.aws import AwsProvider
+from jinja_apsecrets.providers.aws_ssm import ParameterStoreProvider
 from jinja_apsecrets.providers.base import Failure, Provider, failure_for_status
 from jinja_apsecrets.providers.conjur import ConjurProvider
 from jinja_apsecrets.providers.hashicorp import VaultProvider
@@ -188,6 +189,17 @@ def backend(name: str, upstream: str, proxy: FaultProxy) -> Backend:
             _aws_target("GetSecretValue"),
             config,
         )
+    if name == "aws-ssm":
+        config = {"provider": "aws-ssm", "endpointUrl": proxy.url, **AWS_KEYS}
+        return Backend(
+            "aws-ssm",
+            ("/app/db/password",),
+            lambda: ParameterStoreProvider(
+                "aws-ssm", {k: v for k, v in config.items() if k != "provider"}
+            ),
+            _aws_target("GetParameters"),
+            config,
+        )
     if name == "hashicorp":
         config = {"provider": "hashicorp", "url": proxy.url, "token": "root"}
         return Backend(
@@ -214,7 +226,7 @@ def backend(name: str, upstream: str, proxy: FaultProxy) -> Backend:
     raise AssertionError(name)
 
 
-PROXIED = ("aws", "hashicorp", "cyberark-conjur")
+PROXIED = ("aws", "aws-ssm", "hashicorp", "cyberark-conjur")
 
 
 @pytest.fixture(params=PROXIED)
@@ -222,7 +234,7 @@ def behind(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Backend, FaultProxy]]:
     name = request.param
-    if name == "aws":
+    if name.startswith("aws"):
         upstream = request.getfixturevalue("moto").url
     elif name == "hashicorp":
         upstream = request.getfixturevalue("bao").url

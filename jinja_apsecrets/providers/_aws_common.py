@@ -427,25 +427,27 @@ class AwsBase(Provider):
 
     def item_failure(self, kind: Failure, what: str, code: str, message: str = "") -> SecretsError:
         """GET_SECRET_FAILED for one secret the service answered about."""
-        where = self.where(what)
+        where, noun = self.where(what), self.noun
         if kind is Failure.ABSENT:
-            text = f"Secret {what} not found {where}"
+            text = f"{noun} {what} not found {where}"
         elif kind is Failure.DELETED:
-            text = f"Secret {what} is marked for deletion ({where})"
+            text = f"{noun} {what} is marked for deletion ({where})"
         elif kind is Failure.DENIED and mentions_kms(message):
             text = (
-                f"Access denied to the KMS key of secret {what}: the IAM policy must grant "
-                "kms:Decrypt on the key that encrypts it"
+                f"Access denied to the KMS key of {noun.lower()} {what}: the IAM policy must "
+                "grant kms:Decrypt on the key that encrypts it"
             )
         elif kind is Failure.DENIED:
-            text = f"Access denied to secret {what}: {self.denied_advice}"
+            text = f"Access denied to {noun.lower()} {what}: {self.denied_advice}"
         elif kind is Failure.UNDECRYPTABLE:
-            text = f"Secret {what} cannot be decrypted with its KMS key ({code})"
+            text = f"{noun} {what} cannot be decrypted with its KMS key ({code})"
         else:
-            text = f"Cannot read secret {what} ({code or 'unknown error'})"
+            text = f"Cannot read {noun.lower()} {what} ({code or 'unknown error'})"
         return self.failure(kind, text)
 
-    #: What a denial of one secret asks for.
+    #: What messages call one item: a secret, a parameter.
+    noun: ClassVar[str] = "Secret"
+    #: What a denial of one item asks for.
     denied_advice: ClassVar[str] = "the IAM policy must allow reading it"
 
 
