@@ -363,3 +363,22 @@ class TestSsmContract(ProviderContract):
     @pytest.fixture
     def invalid(self) -> list[str]:
         return ["contract/db", "/contract//db", "/contract db", "/x?version=0"]
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "aws-ssm"
+    out = tmp_path / "app.conf"
+    done = subprocess.run(
+        [sys.executable, str(example / "render.py"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert "password = second-password\n" in text
+    assert "previous_password = first-password\n" in text
+    assert "port = 5432\n" in text
+    assert "hosts = c1.internal,c2.internal\n" in text
+    assert "AWS calls for the render: GetParameters x2" in done.stderr
