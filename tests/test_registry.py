@@ -28,7 +28,9 @@ class TestRegistry:
         assert set(BUILTINS) <= names
 
     def test_unknown_provider_lists_known_ones(self) -> None:
-        with pytest.raises(SecretValidationError, match="known providers: aws, cyberark-conjur"):
+        with pytest.raises(
+            SecretValidationError, match="known providers: aws, aws-ssm, cyberark-conjur"
+        ):
             get_provider_class("nosuch")
 
     def test_register_refuses_to_clobber(self) -> None:
