@@ -650,3 +650,28 @@ class TestFailureRule:
             info.value.message
             == f"AWS Secrets Manager could not answer ({code} {status}) after 3 attempts"
         )
+
+    def test_batch_refused_as_a_whole_reads_each_alone(
+        self, provider: AwsProvider, sm: Any, calls: Counter[str]
+    ) -> None:
+        """A batch answered with one error for the whole list (a double; the
+        single reads go to moto) costs the batch once, not the connection."""
+        put(sm, "w/a", {"k": "wa-value-1"})
+        put(sm, "w/b", {"k": "wb-value-1"})
+        refused: list[int] = []
+
+        def refuse_batch(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+            if request.headers.get("X-Amz-Target") != b"secretsmanager.BatchGetSecretValue":
+                return None
+            refused.append(1)
+            body = {"__type": "ValidationException", "message": "bad request"}
+            return aws_answer(request, 400, body)
+
+        provider.client.meta.events.register("before-send.secretsmanager", refuse_batch)
+        got = Resolver({"aws": provider}).get_many([("aws", "w/a:k"), ("aws", "w/b:k")])
+        assert list(got.values()) == ["wa-value-1", "wb-value-1"]
+        assert calls == {"BatchGetSecretValue": 1, "GetSecretValue": 2}
+        assert refused == [1]
+        assert provider.plan([SecretId("w/a"), SecretId("w/b")]) == [
+            [SecretId("w/a"), SecretId("w/b")]
+        ]

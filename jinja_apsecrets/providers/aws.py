@@ -147,21 +147,23 @@ class AwsProvider(AwsBase):
         out: dict[SecretId, Document | SecretsError] = {}
         plain = [sid for sid in ids if sid.version is None]
         single = [sid for sid in ids if sid.version is not None]
-        if len(plain) > 1 and not self._batch_denied:
+        if len(plain) > 1:
             for start in range(0, len(plain), BATCH_SIZE):
                 chunk = plain[start : start + BATCH_SIZE]
-                got = self._batch_get(chunk)
+                got = None if self._batch_denied else self._batch_get(chunk)
                 if got is None:
-                    single.extend(plain[start:])
-                    break
-                out.update(got)
+                    single.extend(chunk)
+                else:
+                    out.update(got)
         else:
             single.extend(plain)
         out.update(self._get_each(single))
         return out
 
     def _batch_get(self, ids: Sequence[SecretId]) -> dict[SecretId, Document | SecretsError] | None:
-        """One BatchGetSecretValue, all pages; ``None`` once it is denied."""
+        """One BatchGetSecretValue, all pages; ``None`` when it is denied (then
+        for the rest of the connection) or refused as a whole (a malformed id,
+        say): each id is then read alone and gets its own answer."""
         import botocore.exceptions
 
         wanted = {sid.name: sid for sid in ids}
@@ -177,11 +179,8 @@ class AwsProvider(AwsBase):
                             raise
                         self._note_batch_denied()
                         return None
-            except SecretNotFoundError as exc:
-                # AWS answered, but about the whole list (a malformed id, say):
-                # each id gets the answer.
-                answered: dict[SecretId, Document | SecretsError] = dict.fromkeys(ids, exc)
-                return answered
+            except SecretNotFoundError:
+                return None
             for entry in page.get("SecretValues", []):
                 self.note_arn(entry.get("ARN"))
                 for sid in _requested_by(entry, wanted):
@@ -249,7 +248,7 @@ class AwsProvider(AwsBase):
             # Answered, but refused: as a connection test, a failure.
             denied = "Access denied" in exc.message
             raise self.failure(
-                Failure.UNAVAILABLE,
+                Failure.CREDENTIALS if denied else Failure.UNAVAILABLE,
                 "Access denied to secretsmanager:ListSecrets"
                 if denied
                 else f"{self.service_title} refused ListSecrets: {exc.message}",

@@ -186,7 +186,7 @@ class ParameterStoreProvider(AwsBase):
         except SecretNotFoundError as exc:
             denied = "Access denied" in exc.message
             raise self.failure(
-                Failure.UNAVAILABLE,
+                Failure.CREDENTIALS if denied else Failure.UNAVAILABLE,
                 "Access denied to ssm:DescribeParameters"
                 if denied
                 else f"{self.service_title} refused DescribeParameters: {exc.message}",
