@@ -426,3 +426,24 @@ def test_cli_render_exits_3_and_writes_nothing(
     assert CONNECTION_FAILED in err
     assert not (tmp_path / "app.conf").exists()
     assert VALUE not in out + err
+
+
+@pytest.mark.parametrize(
+    ("fault", "says"),
+    [
+        ("500", "could not answer (InternalServiceError 500) after 3 attempts"),
+        ("503", "could not answer (ServiceUnavailable 503) after 3 attempts"),
+        ("429", "throttled the requests (ThrottlingException 429) after 3 attempts"),
+        ("truncated", "bytes it announced (cut off)"),
+        ("garbled", "answered with something other than JSON"),
+        ("reset", "Cannot reach AWS Secrets Manager"),
+    ],
+)
+def test_aws_says_what_happened(moto: Server, fault: str, says: str) -> None:
+    with FaultProxy(moto.url).running() as proxy, proxy.armed(fault):
+        target = backend("aws", moto.url, proxy)
+        resolver = Resolver({"aws": target.make()})
+        error = resolver.get_many(target.refs)[target.refs[0]]
+        resolver.close()
+    assert isinstance(error, SecretConnectionError)
+    assert says in error.message

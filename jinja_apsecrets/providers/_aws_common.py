@@ -192,7 +192,7 @@ def _check_body(response_dict: Mapping[str, Any], **_: Any) -> None:
     headers = response_dict.get("headers") or {}
     declared = str(headers.get("content-length", ""))
     if declared.isdigit() and int(declared) != len(body):
-        raise _Garbled(f"a response of {len(body)} of its {declared} bytes")
+        raise _Garbled(f"sent {len(body)} of the {declared} bytes it announced (cut off)")
     if int(response_dict.get("status_code", 0)) < 300:
         try:
             parsed = json.loads(body)
@@ -200,7 +200,7 @@ def _check_body(response_dict: Mapping[str, Any], **_: Any) -> None:
             # No chaining: the decode error quotes the body.
             parsed = None
         if not isinstance(parsed, dict):
-            raise _Garbled("a response that is not a JSON object")
+            raise _Garbled("answered with something other than JSON (is endpointUrl AWS?)")
 
 
 class AwsBase(Provider):
@@ -385,13 +385,8 @@ class AwsBase(Provider):
             return self.item_failure(kind, what, code, message)
         if isinstance(exc, _Garbled | botocore.parsers.ResponseParserError):
             # A parser error's text quotes the body: never shown.
-            got = str(exc) if isinstance(exc, _Garbled) else "a response it cannot parse"
-            return self.failure(
-                Failure.GARBLED,
-                f"{self.service_title} sent {got}: the response was cut short or "
-                "does not come from AWS",
-                hint=HINT_NETWORK,
-            )
+            got = str(exc) if isinstance(exc, _Garbled) else "sent a response botocore cannot parse"
+            return self.failure(Failure.GARBLED, f"{self.service_title} {got}", hint=HINT_NETWORK)
         if isinstance(exc, botocore.exceptions.NoCredentialsError):
             return self.failure(
                 Failure.CREDENTIALS,
