@@ -8,6 +8,7 @@ answers with the body AWS documents for it; those tests say so.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import subprocess
 import sys
@@ -286,6 +287,15 @@ class TestErrors:
         with pytest.raises(SecretConnectionError) as info:
             p.check()
         assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+
+    def test_botocore_debug_logs_are_redacted(
+        self, resolver: Resolver, ssm: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        put(ssm, "/app/logged", "leaky-ssm-value-1", "SecureString")
+        with caplog.at_level(logging.DEBUG):
+            assert resolver.get("aws-ssm", "/app/logged") == "leaky-ssm-value-1"
+        assert any(r.name.startswith("botocore") for r in caplog.records)
+        assert "leaky-ssm-value-1" not in caplog.text
 
     def test_pickle_leaves_the_client_out(self, provider: ParameterStoreProvider, ssm: Any) -> None:
         put(ssm, "/app/p", "pickled-1")
