@@ -158,6 +158,11 @@ class Resolver:
         if float(seconds) != self._checks.ttl:
             self._checks.ttl = float(seconds)
 
+    @property
+    def requests(self) -> int:
+        """How many backend requests this resolver has made (for summaries)."""
+        return self._fetcher.requests
+
     def generation(self) -> int:
         """A counter that changes whenever cached secrets are invalidated or the
         configuration or policy changes: what was derived from values or

@@ -7,6 +7,7 @@ import json
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import SECRET, run, run_process
@@ -231,7 +232,8 @@ class TestNoValueIsShown:
         (tree / "t.j2").write_text(f"{PW}\n{{{{ undefined }}}}")
         code, out, err = run("render", "t.j2", "-vv", "--set", f"x={PW}", cwd=tree)
         assert code == 1
-        assert "lookup local|app:db_password in t.j2: cache miss, ok" in err
+        assert "request local: 1 secret, ok, " in err  # one line per backend request
+        assert "summary: 1 reference, 1 distinct secret, 2 backend requests, " in err
         assert "config: apsecrets.yaml" in err
         assert SECRET not in out + err
 
@@ -251,3 +253,56 @@ def test_tree_as_a_real_process(tree: Path) -> None:
     done = run_process("render", "src", "-o", "out", "--set", "env=p", cwd=tree)
     assert done.returncode == 0, done.stderr
     assert (tree / "out" / "app.conf").read_text() == f"pw={SECRET}\nenv=p\n"
+
+
+class TestJobRound:
+    """Issue 13: a tree's references are fetched together before anything renders."""
+
+    def test_tree_and_vars_refs_are_fetched_in_one_round_first(self, tree: Path) -> None:
+        (tree / "apsecrets.yaml").write_text(  # a caching connection (file: ttl 0 by default)
+            "connections:\n  local: {provider: file, path: secrets.yaml, ttl: 300}\n"
+        )
+        (tree / "vars.yaml").write_text("who: <<local|ap_sep_v1|app:user>>\n")
+        code, _, err = render_tree(tree, "-v", "--vars", "vars.yaml")
+        assert code == 0
+        requests = [line for line in err.splitlines() if "request local:" in line]
+        assert len(requests) == 1  # one round for both templates, the partial and the vars
+        assert "request local: 1 secret, ok" in requests[0]
+        assert err.splitlines()[-1].startswith(
+            "summary: 2 references, 1 distinct secret, 1 backend request, "
+        )
+        assert SECRET not in err
+
+    def test_the_first_lookup_holds_every_reference_of_the_job(
+        self, tree: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from jinja_apsecrets import Resolver
+        from jinja_apsecrets.cli._rendering import Request, plan_request, render_plan
+
+        monkeypatch.chdir(tree)
+        (tree / "secrets.yaml").write_text(
+            f"app: {{db_password: {SECRET}, user: app}}\nv: {{w: x}}\n"
+        )
+        (tree / "vars.yaml").write_text("who: <<local|ap_sep_v1|v:w>>\n")
+        resolver = Resolver.from_config(
+            {"connections": {"local": {"provider": "file", "path": "secrets.yaml", "ttl": 300}}}
+        )
+        calls: list[set[tuple[str, str]]] = []
+        lookup = resolver.lookup
+
+        def spy(refs: Any, **kwargs: Any) -> Any:
+            refs = list(refs)
+            calls.append(set(refs))
+            return lookup(refs, **kwargs)
+
+        monkeypatch.setattr(resolver, "lookup", spy)
+        request = Request(
+            Path("src"), Path("out"), vars_files=("vars.yaml",), assignments=("env=x",)
+        )
+        rendered = render_plan(resolver, plan_request(request), request)
+        assert not rendered.failures
+        assert calls[0] == {
+            ("local", "app:db_password"),
+            ("local", "app:user"),
+            ("local", "v:w"),
+        }

@@ -18,6 +18,9 @@ from typing import Any
 
 import click
 
+from ..errors import SecretsError
+from ..resolver import Resolver
+
 __all__ = ["FIELDS", "AuditLog", "Reporter", "fan_out", "library_logging"]
 
 #: The audit record, in this order.
@@ -72,10 +75,16 @@ class AuditLog:
 
 
 class Reporter:
-    """``-v`` output on standard error: what the command does, never a value."""
+    """``-v`` output on standard error: what the command does, never a value.
+
+    Backend requests are reported by the library itself (one INFO line per
+    request, see :mod:`jinja_apsecrets.fetching`); lookups are only counted
+    here, for :meth:`summary`.
+    """
 
     def __init__(self, verbosity: int) -> None:
         self.verbosity = verbosity
+        self.references: set[tuple[str, str]] = set()
 
     def __bool__(self) -> bool:
         return self.verbosity > 0
@@ -85,15 +94,26 @@ class Reporter:
             click.echo(message, err=True)
 
     def lookup(self, event: Mapping[str, Any]) -> None:
-        """One line per reference looked up: where, which, cache hit or miss, outcome."""
-        if self.verbosity > 0:
-            rec = record(event)
-            where = f" in {rec['template']}" if rec["template"] else ""
-            click.echo(
-                f"lookup {rec['connection']}|{rec['path']}{where}: "
-                f"cache {rec['cache']}, {rec['outcome']}",
-                err=True,
-            )
+        """Count the reference looked up (the audit hook of ``-v``)."""
+        self.references.add((event["connection"], event["path"]))
+
+    def summary(self, resolver: Resolver) -> str:
+        """References, distinct secrets and backend requests so far, as text."""
+        secrets = set()
+        for ref in self.references:
+            located = resolver.locate(*ref)
+            if not isinstance(located, SecretsError):
+                secrets.add((ref[0], located[1].secret))
+        counts = (
+            _count(len(self.references), "reference"),
+            _count(len(secrets), "distinct secret"),
+            _count(resolver.requests, "backend request"),
+        )
+        return ", ".join(counts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def fan_out(*hooks: AuditHook | None) -> AuditHook | None:

@@ -34,6 +34,7 @@ import jinja2
 import yaml
 
 from ..errors import SecretConnectionError, SecretsError, SecretValidationError
+from ..prefetch import collect_static_refs
 from ..resolver import OnMissing, Resolver
 from ..undefined import SecretText
 from ..walk import collect, rebuild
@@ -467,12 +468,34 @@ def render_plan(
 
     A failure in the variables is raised (every job needs them); a template's
     failure is kept in :attr:`Rendered.failures`."""
-    variables = load_variables(resolver, request, reporter)
     env = make_environment(plan.root, resolver, request.on_missing, plan.inline)
+    prefetch_plan(resolver, env, plan, request)
+    variables = load_variables(resolver, request, reporter)
     texts, failures = render_jobs(env, plan.jobs, variables, progress=progress)
     cached = env.cache.values() if env.cache is not None else []
     loaded = sorted({t.filename for t in cached if t.filename and t.name not in plan.inline})
     return Rendered(texts, failures, loaded)
+
+
+def prefetch_plan(
+    resolver: Resolver, env: jinja2.Environment, plan: Plan, request: Request
+) -> None:
+    """Fetch, in one round, the static references of every template of the
+    plan (and of those they load) and of the vars files, before anything
+    renders: the job is the unit of fetching. Errors stay with the references
+    and are reported where they are used; unreadable inputs are left to the
+    steps that read them."""
+    refs: dict[tuple[str, str], None] = {}
+    for file in request.vars_files:
+        try:
+            refs.update(dict.fromkeys(r.key for r in collect(load_vars(file))))
+        except SecretsError:
+            continue
+    names = [job.name for job in plan.jobs]
+    refs.update(dict.fromkeys(collect_static_refs(env, (), names, None)))
+    wanted = resolver.cacheable(refs)
+    if wanted:
+        resolver.lookup(wanted)
 
 
 def build_outputs(plan: Plan, rendered: Rendered, mode: int) -> OutputSet | None:

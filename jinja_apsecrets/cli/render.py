@@ -12,6 +12,7 @@ change, never a value.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,8 +96,13 @@ def render(
     if not plan.jobs and source.is_dir():
         click.echo(f"warning: no file under {source} matches {', '.join(patterns)}", err=True)
 
+    started = time.perf_counter()
     with session(config, audit_log, reporter) as resolver:
         rendered = render_plan(resolver, plan, request, reporter, progress=not reporter)
+        counts = reporter.summary(resolver)
+
+    def summary() -> None:  # the last line of -v
+        reporter.info(f"summary: {counts}, {time.perf_counter() - started:.2f} s")
 
     if rendered.failures:
         codes = {report(exc, template=job.file, root=plan.root) for job, exc in rendered.failures}
@@ -105,8 +111,10 @@ def render(
             f"error: {len(rendered.failures)} of {len(plan.jobs)} templates failed{written}",
             err=True,
         )
+        summary()
         raise click.exceptions.Exit(worst(codes))
     write(plan, rendered, mode, reporter, dry_run=dry_run)
+    summary()
 
 
 def write(plan: Plan, rendered: Rendered, mode: int, reporter: Reporter, *, dry_run: bool) -> None:
