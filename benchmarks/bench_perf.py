@@ -16,10 +16,13 @@ for the delay (default 50 ms, a cross-region round trip) and counts it.
 3. 16 threads rendering for 5 s with a 1 s TTL: secret fetches per key per
    TTL window.
 4. 100 concurrent ``render_async`` calls on a cold cache: backend requests.
+5. Job-sized rounds (``bench_jobs.py``): a CLI tree, concurrent renders of
+   distinct templates, 10,000 references, start-up.
 
-Results are printed and written to benchmarks/results/perf.md.
+Results are printed and written to benchmarks/results/perf.md; ``--jobs-only``
+runs section 5 alone and replaces only that section of the report.
 
-    python benchmarks/bench_perf.py [--quick] [--delay-ms 50]
+    python benchmarks/bench_perf.py [--quick] [--delay-ms 50] [--jobs-only]
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import hvac
 import jinja2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_jobs
 from bench_core import side_by_side
 from delay_proxy import ProxyProcess
 
@@ -688,6 +692,7 @@ def report(
     threaded: Threaded,
     steady: Threaded,
     conc: Async,
+    jobs: tuple[list[tuple[str, str, str, bool]], list[str]] | None = None,
 ) -> str:
     delay = args.delay_ms / 1000
 
@@ -731,6 +736,8 @@ def report(
         "| measure | result | target | |",
         "|---|---|---|---|",
     ]
+    if jobs is not None:
+        summary += jobs[0]
     out += [f"| {m} | {r} | {t} | {mark(ok)} |" for m, r, t, ok in summary]
     out += [
         "",
@@ -826,7 +833,45 @@ def report(
         "20 in one BatchGetSecretValue), the Vault connection looks its mount up once "
         "(`sys/internal/ui/mounts/...`: which mount, which KV version); that is then cached.",
     ]
+    if jobs is not None:
+        out += ["", *jobs[1]]
     return "\n".join(out) + "\n"
+
+
+def run_jobs(
+    args: argparse.Namespace, backends: Backends, moto: Server, bao: Server, tmp: Path
+) -> tuple[list[tuple[str, str, str, bool]], list[str]]:
+    """Section 5 (see ``bench_jobs.py``)."""
+    refs = references()
+    runs = 1 if args.quick else 3
+    secrets = 100 if args.quick else bench_jobs.LARGE_SECRETS
+    print("5. jobs: seeding the large case ...", file=sys.stderr)
+    bench_jobs.seed_large(moto.url, bao.url, aws_session(), secrets)
+    print("5a. tree ...", file=sys.stderr)
+    tree = bench_jobs.bench_tree(backends, refs, tmp, runs)
+    print("5b. concurrent ...", file=sys.stderr)
+    conc = bench_jobs.bench_async(backends, refs, make_env)
+    threads = bench_jobs.bench_threads(backends, refs, make_env)
+    print("5c. large ...", file=sys.stderr)
+    large = bench_jobs.bench_large(backends, make_env, secrets, runs)
+    print("5d. start-up ...", file=sys.stderr)
+    startup = bench_jobs.bench_startup(3 if args.quick else 9)
+    return bench_jobs.report(backends.delay, tree, conc, threads, large, startup)
+
+
+def replace_jobs_section(
+    path: Path, jobs: tuple[list[tuple[str, str, str, bool]], list[str]]
+) -> str:
+    """The report at ``path`` with section 5 (and its summary rows) replaced."""
+    old = path.read_text() if path.exists() else "# Performance benchmark results\n"
+    head = old.split("\n## 5. Jobs", 1)[0].rstrip("\n")
+    lines = head.split("\n")
+    lines = [line for line in lines if not line.startswith("| 5")]
+    rows = [f"| {m} | {r} | {t} | {mark(ok)} |" for m, r, t, ok in jobs[0]]
+    # After the summary table: before the blank line that precedes section 1.
+    at = next((i - 1 for i, line in enumerate(lines) if line.startswith("## 1.")), len(lines))
+    lines[at:at] = rows
+    return "\n".join(lines) + "\n\n" + "\n".join(jobs[1]) + "\n"
 
 
 # -- main -----------------------------------------------------------------------------
@@ -837,6 +882,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds: a smoke run")
     parser.add_argument("--delay-ms", type=float, default=50.0, help="delay per backend request")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the report")
+    parser.add_argument(
+        "--jobs-only", action="store_true", help="run section 5 only; replace it in the report"
+    )
     args = parser.parse_args()
     delay = args.delay_ms / 1000
 
@@ -858,6 +906,12 @@ def main() -> int:
             ProxyProcess("127.0.0.1", bao.port, delay, name="vault", classify=classify_vault)
         )
         backends = Backends(aws, vault, delay)
+        if args.jobs_only:
+            jobs = run_jobs(args, backends, moto, bao, tmp)
+            text = replace_jobs_section(args.output, jobs)
+            print(text)
+            args.output.write_text(text)
+            return 0
         print("1. cold render ...", file=sys.stderr)
         cold = bench_cold(backends, refs, args.quick)
         print("2. warm render ...", file=sys.stderr)
@@ -868,7 +922,8 @@ def main() -> int:
         steady = bench_threads(backends, refs, duration, ttl=300.0)  # no expiry: the baseline
         print("4. async ...", file=sys.stderr)
         conc = bench_async(backends, refs)
-    text = report(args, cold, warm, threaded, steady, conc)
+        jobs = run_jobs(args, backends, moto, bao, tmp)
+    text = report(args, cold, warm, threaded, steady, conc, jobs)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

@@ -514,6 +514,11 @@ class ProxyProcess:
     def reset(self) -> None:
         self._call("reset")
 
+    def set_delay(self, seconds: float) -> None:
+        """Hold requests ``seconds`` from now on (0: a plain forwarder)."""
+        self._call(f"delay {seconds!r}")
+        self.delay = seconds
+
 
 def _control(proxy: DelayProxy) -> int:
     """Answer one JSON line on stdout per command line on stdin, until quit or EOF."""
@@ -529,6 +534,11 @@ def _control(proxy: DelayProxy) -> int:
             command = line.strip()
             if command == "quit":
                 break
+            if command.startswith("delay "):
+                proxy.delay = float(command.split()[1])
+                sys.stdout.write(json.dumps(proxy.delay) + "\n")
+                sys.stdout.flush()
+                continue
             answer = answers.get(command)
             result = answer() if answer is not None else {"error": f"unknown command {command}"}
             sys.stdout.write(json.dumps(result) + "\n")
