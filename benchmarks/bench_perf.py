@@ -843,7 +843,7 @@ def run_jobs(
 ) -> tuple[list[tuple[str, str, str, bool]], list[str]]:
     """Section 5 (see ``bench_jobs.py``)."""
     refs = references()
-    runs = 1 if args.quick else 3
+    runs = 1 if args.quick else 5
     secrets = 100 if args.quick else bench_jobs.LARGE_SECRETS
     print("5. jobs: seeding the large case ...", file=sys.stderr)
     bench_jobs.seed_large(moto.url, bao.url, aws_session(), secrets)
