@@ -17,6 +17,8 @@ from typing import NoReturn
 from cachetools import TTLCache
 
 from .errors import SecretConnectionError, SecretsError
+from .providers.base import Provider
+from .twins import MaybeAwaitable, then
 
 __all__ = ["ConnectionChecks"]
 
@@ -68,6 +70,20 @@ class ConnectionChecks:
         with self._lock:
             self._outcomes[name] = error
         raise error.copy() from None
+
+    def run(
+        self, name: str, provider: Provider, probe: Callable[[Provider], MaybeAwaitable[None]]
+    ) -> MaybeAwaitable[None]:
+        """Check ``name`` with ``probe`` (``Provider.check`` or its async twin)
+        unless a fresh outcome is cached; keep the outcome. Returns what the
+        probe returns: nothing, or an awaitable for the async door."""
+        if self.fresh(name):  # raises a cached failure
+            return None
+        try:
+            probing = probe(provider)
+        except Exception as exc:
+            self.failed(name, exc)
+        return then(probing, lambda _: self.passed(name), lambda exc: self.failed(name, exc))
 
     def forget(self, name: str | None = None) -> None:
         """Drop the outcome of one connection, or of all."""

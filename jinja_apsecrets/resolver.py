@@ -19,20 +19,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from fnmatch import fnmatchcase
 from os import PathLike
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from cachetools import LRUCache
 
+from .answers import Found, Located, Ref, about, answer
 from .cache import Claim, Key, Outcome, SecretCache
 from .checks import ConnectionChecks
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .fetching import DEFAULT_CONCURRENCY, Connection, Fetcher
 from .forksafe import track
 from .providers import get_provider_class
-from .providers.base import Locator, Provider
+from .providers.base import Provider
 from .twins import MaybeAwaitable, settle, then
 from .walk import collect, rebuild
 
@@ -40,20 +41,8 @@ __all__ = ["Located", "OnMissing", "Ref", "Resolver"]
 
 log = logging.getLogger("jinja_apsecrets")
 
-Ref = tuple[str, str]
 OnMissing = Literal["error", "undefined", "keep"]
 ON_MISSING = ("error", "undefined", "keep")
-#: A located reference: its connection and locator, or why it cannot be fetched.
-Located = Union[tuple[Connection, Locator], SecretsError]  # noqa: UP007 - runtime alias on 3.10
-#: What a lookup gives for each reference: its value (or error) and its expiry.
-Found = dict[Ref, tuple[Union[str, SecretsError], float]]  # noqa: UP007
-
-
-def _about(error: SecretsError, ref: Ref) -> SecretsError:
-    """``error``, naming the reference it is about."""
-    if (error.provider, error.path) == ref:
-        return error
-    return error.copy(provider=ref[0], path=ref[1])
 
 
 class Resolver:
@@ -312,7 +301,7 @@ class Resolver:
             conn = self.connection(connection)
             locator = conn.provider.parse_path(path)
         except SecretsError as exc:
-            return _about(exc, (connection, path))
+            return about(exc, (connection, path))
         if not self.allowed(connection, path):
             return SecretNotFoundError(
                 "Access refused by the policy allow-list (no request was made)",
@@ -385,42 +374,21 @@ class Resolver:
         claim: Claim,
         template: str | None,
     ) -> Found:
-        now = self.timer()
-        out: Found = {}
-        for ref, result in located.items():
-            value: str | SecretsError
-            expires = now
-            key = None
-            if isinstance(result, SecretsError):
-                value = result
-            else:
-                conn, locator = result
-                key = (conn.provider.name, locator.secret)
-                value, expires = self._select(ref, conn, locator, outcomes[key], now)
-            out[ref] = (value, expires)
-            if self.on_value is not None and isinstance(value, str):
-                self.on_value(value)
-            if self.audit is not None:
-                self._audit(ref, value, key in claim.hits, template)
-        return out
-
-    @staticmethod
-    def _select(
-        ref: Ref, conn: Connection, locator: Locator, outcome: Outcome, now: float
-    ) -> tuple[str | SecretsError, float]:
-        """The reference's value out of its secret's document, or its error."""
-        if isinstance(outcome, SecretsError):
-            return _about(outcome, ref), now
-        try:
-            return conn.provider.select(outcome.document, locator), outcome.expires
-        except SecretsError as exc:
-            return _about(exc, ref), now
-        except (TypeError, ValueError) as exc:  # a value that is not text
-            return SecretNotFoundError(
-                f"Secret value for {ref[1]} cannot be printed as text ({type(exc).__name__})",
-                provider=ref[0],
-                path=ref[1],
-            ), now
+        """The lookup's answer (see :func:`.answers.answer`), with the hooks
+        told: ``on_value`` each value, ``audit`` each reference."""
+        found = answer(located, outcomes, self.timer())
+        if self.on_value is not None:
+            for value, _ in found.values():
+                if isinstance(value, str):
+                    self.on_value(value)
+        if self.audit is not None:
+            for ref, (value, _) in found.items():
+                result = located[ref]
+                hit = not isinstance(result, SecretsError) and (
+                    (result[0].provider.name, result[1].secret) in claim.hits
+                )
+                self._audit(ref, value, hit, template)
+        return found
 
     def _audit(self, ref: Ref, value: str | SecretsError, hit: bool, template: str | None) -> None:
         assert self.audit is not None
@@ -462,29 +430,12 @@ class Resolver:
         Returns nothing on success; raises :class:`SecretConnectionError` (or
         :class:`SecretValidationError` for an unknown connection) on failure.
         """
-        self._check(name, lambda provider: provider.check())
+        self._checks.run(name, self.connection(name).provider, lambda p: p.check())
 
     async def check_async(self, name: str) -> None:
         """Async :meth:`check`."""
-        await settle(self._check(name, lambda provider: provider.check_async()))
-
-    def _check(
-        self, name: str, probe: Callable[[Provider], Awaitable[None] | None]
-    ) -> Awaitable[None] | None:
-        conn = self.connection(name)
-        if self._checks.fresh(name):  # raises a cached failure
-            return None
-        try:
-            probing = probe(conn.provider)
-        except Exception as exc:
-            self._checks.failed(name, exc)
-        return then(probing, lambda _: self._checks.passed(name), self._fail_check(name))
-
-    def _fail_check(self, name: str) -> Callable[[Exception], None]:
-        def fail(exc: Exception) -> None:
-            self._checks.failed(name, exc)
-
-        return fail
+        provider = self.connection(name).provider
+        await settle(self._checks.run(name, provider, lambda p: p.check_async()))
 
     # -- nested data -----------------------------------------------------------------
 
