@@ -133,8 +133,9 @@ verbose_option = click.option(
     "-v",
     "--verbose",
     count=True,
-    help="More detail on stderr: config, lookups (cache hit/miss, outcome), files. "
-    "Never values. -vv adds the library's debug log.",
+    help="More detail on stderr: config, one line per backend request (connection, "
+    "secrets, outcome, time), files, and for render a summary. Never values. -vv adds "
+    "the library's debug log.",
 )
 on_missing_option = click.option(
     "--on-missing",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from importlib.metadata import entry_points
 
 from ..errors import SecretValidationError
 from .base import Document, Field, Locator, Provider, SecretId
@@ -69,6 +68,10 @@ def _load_entry_points() -> None:
     with _lock:
         if _entry_points_loaded:
             return
+        # Imported and scanned only when a plugin may be needed: reading every
+        # installed distribution's metadata costs tens of milliseconds at start-up.
+        from importlib.metadata import entry_points
+
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             # Built-ins are declared as entry points too; an installed plugin
             # may not silently replace one.
@@ -104,8 +107,10 @@ def get_provider_class(provider_id: str) -> type[Provider]:
     Raises :class:`SecretValidationError` for an unknown id (listing the known
     ones) or a missing SDK (with the ``pip install`` command that adds it).
     """
-    _load_entry_points()
     target = _registry.get(provider_id)
+    if target is None:  # built-ins win over plugins, so only others need the scan
+        _load_entry_points()
+        target = _registry.get(provider_id)
     if target is None:
         raise SecretValidationError(
             f"unknown provider {provider_id!r}; known providers: {', '.join(available_providers())}"
