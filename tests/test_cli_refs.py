@@ -93,6 +93,7 @@ class TestRefs:
             "path": "prod/db:password",
             "valid": True,
             "error": None,
+            "warnings": [],
         }
         assert "9 references in 1 file, 4 invalid" in err
 

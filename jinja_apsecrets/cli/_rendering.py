@@ -22,6 +22,7 @@ import click
 import jinja2
 import yaml
 
+from ..config import safe_load
 from ..errors import SecretConnectionError, SecretsError, SecretValidationError
 from ..resolver import OnMissing, Resolver
 from ..undefined import SecretText
@@ -144,7 +145,7 @@ def load_vars(path: str) -> dict[str, Any]:
     """Template variables from a YAML or JSON (``.json``) file holding a mapping."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if path.endswith(".json") else safe_load(text)  # alias-bomb safe
     except OSError as exc:
         raise SecretValidationError(f"{path}: cannot read vars file: {exc.strerror}") from None
     except UnicodeDecodeError:

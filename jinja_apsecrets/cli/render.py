@@ -25,6 +25,7 @@ from ._options import (
     on_missing_option,
     pattern_option,
     session,
+    set_json_option,
     vars_option,
     verbose_option,
     worst,
@@ -61,6 +62,7 @@ __all__ = ["render"]
     metavar="KEY=VALUE",
     help="A template variable (repeatable; a.b=x nests; values are strings). Wins over --vars.",
 )
+@set_json_option
 @pattern_option
 @exclude_option
 @click.option(
@@ -81,6 +83,7 @@ def render(
     config: Path | None,
     vars_files: Sequence[str],
     assignments: Sequence[str],
+    json_assignments: dict[str, Any],
     patterns: Sequence[str],
     excludes: Sequence[str],
     copies: Sequence[str],
@@ -112,13 +115,16 @@ def render(
         if job.output is not None and job.output.resolve() == Path(job.file).resolve():
             raise UsageProblem(f"{job.file}: the output would overwrite the template")
 
-    with session(config, audit_log, reporter) as resolver:
+    with session(config, audit_log, reporter, near=[source]) as resolver:
         variables: dict[str, Any] = {}
         for file in vars_files:
             variables = merge(variables, resolve_data(resolver, load_vars(file), file, on_missing))
             reporter.info(f"vars: {file}")
         if assignments:
             sets = resolve_data(resolver, parse_assignments(assignments), "--set", on_missing)
+            variables = merge(variables, sets)
+        if json_assignments:
+            sets = resolve_data(resolver, json_assignments, "--set-json", on_missing)
             variables = merge(variables, sets)
         env = make_environment(plan.root, resolver, on_missing)
         texts, failures = render_jobs(env, plan.jobs, variables, progress=not reporter)

@@ -95,7 +95,8 @@ def _resolve_one(resolver: Resolver, reference: str, on_missing: OnMissing | Non
     policy = on_missing or resolver.on_missing
     if policy == "error" or not isinstance(value, SecretNotFoundError):
         raise value.copy()
-    click.echo(f"warning: {value.code}: {value.message}, printed as {policy}", err=True)
+    shown = "left as its reference text" if policy == "keep" else "printed as an empty value"
+    click.echo(f"warning: {value.code}: {value.message}, {shown}", err=True)
     return ref.text if policy == "keep" else ""
 
 

@@ -46,6 +46,8 @@ from .base import Document, FetchResult, Field, Locator, Provider, SecretId, spl
 __all__ = ["AwsProvider"]
 
 log = logging.getLogger(__name__)
+#: An AWS region name: us-east-1, eu-central-2, us-gov-west-1, us-isob-east-1 (engineer `safety`).
+_REGION_NAME = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 
 #: Largest SecretIdList BatchGetSecretValue accepts.
 BATCH_SIZE = 20
@@ -164,6 +166,12 @@ class AwsProvider(Provider):
             raise fail("sessionToken needs accessKeyId and secretAccessKey")
         if out["profile"] and key_id is not None:
             raise fail("give either profile or accessKeyId/secretAccessKey, not both")
+        # -- region check (engineer `safety`, issue 10 item 4): a region becomes part
+        # of a hostname, so anything but a region name is refused before any request,
+        # without echoing it.
+        if out["region"] and not _REGION_NAME.fullmatch(out["region"]):
+            raise fail("region: expected an AWS region name such as us-east-1 or eu-west-2")
+        # -- end of region check
         url = out["endpointUrl"]
         if url and not url.startswith(("http://", "https://")):
             raise fail(f"endpointUrl must start with http:// or https://, got {url!r}")
