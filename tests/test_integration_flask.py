@@ -10,10 +10,10 @@ from pathlib import Path
 
 import flask
 import pytest
+from support import FakeClock
 
 from jinja_apsecrets import Resolver, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.integrations.flask import SecretsJinja, get_resolver
-from support import FakeClock
 
 PAGES = {
     "page.html": "<p>pw=<<local|ap_sep_v1|app:db_password>></p>\n",
