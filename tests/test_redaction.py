@@ -60,7 +60,7 @@ class TestRule:
 
     def test_unicode_case_folding_keeps_positions(self) -> None:
         r = Redactor()
-        r.add("ſecret-Straße")
+        r.add("\u017fecret-Straße")  # a long s, which | upper turns into S
         assert "<redacted>" in r.redact("name SECRET-STRASSE")
         assert r.redact("İstanbul ok") == "İstanbul ok"
 
