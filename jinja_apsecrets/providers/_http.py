@@ -29,6 +29,8 @@ import random
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from ..errors import SecretValidationError
+
 if TYPE_CHECKING:
     import requests
 
@@ -118,9 +120,14 @@ def session(
     return http
 
 
-def missing_sdk(provider_id: str, extra: str, module: str) -> str:
-    """The message for an SDK that is not installed, with the install command."""
-    return (
-        f"provider {provider_id!r} needs {module}, which is not installed: "
-        f"pip install 'jinja-apsecrets[{extra}]'"
+def missing_sdk(
+    provider_id: str, extra: str, module: str, connection: str | None = None
+) -> SecretValidationError:
+    """The error for an SDK that is not installed, with the install command
+    (the registry's words for the same problem)."""
+    command = f"pip install 'jinja-apsecrets[{extra}]'"
+    return SecretValidationError(
+        f"provider {provider_id!r} needs {module}, which is not installed: {command}",
+        provider=connection,
+        hint=command,
     )

@@ -386,9 +386,7 @@ class ConjurProvider(Provider):
                 try:
                     import requests  # noqa: F401 - only to fail early with the install hint
                 except ImportError:
-                    raise SecretValidationError(
-                        _http.missing_sdk(self.id, "conjur", "requests"), provider=self.name
-                    ) from None
+                    raise _http.missing_sdk(self.id, "conjur", "requests", self.name) from None
                 # Room for every worker of a busy web app without discarding
                 # connections; the login (POST) only issues a token, so it is
                 # retried like the reads.

@@ -106,7 +106,7 @@ def _errors() -> Any:
     try:
         import hvac.exceptions
     except ImportError:
-        raise SecretValidationError(_http.missing_sdk("hashicorp", "hashicorp", "hvac")) from None
+        raise _http.missing_sdk("hashicorp", "hashicorp", "hvac") from None
     return hvac.exceptions
 
 

@@ -50,7 +50,6 @@ from ..errors import (
     SecretConnectionError,
     SecretNotFoundError,
     SecretsError,
-    SecretValidationError,
 )
 from . import _http
 from .base import Document, FetchResult, Field, Locator, Provider, SecretId
@@ -142,9 +141,7 @@ def _sdk() -> Any:
         import onepassword.errors
         import pydantic
     except ImportError:
-        raise SecretValidationError(
-            _http.missing_sdk("onepassword", "onepassword", "onepassword-sdk")
-        ) from None
+        raise _http.missing_sdk("onepassword", "onepassword", "onepassword-sdk") from None
     return onepassword, pydantic
 
 
