@@ -647,6 +647,15 @@ class TestOffline:
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == ""
 
+    def test_missing_requests_is_a_validation_error_with_the_install_command(
+        self, server: FakeConjur, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "requests", None)  # as if not installed
+        with pytest.raises(SecretValidationError) as info:
+            make(server).check()
+        assert info.value.hint == "pip install 'jinja-apsecrets[conjur]'"
+        assert server.seen == []
+
 
 class TestTransport:
     def test_unreachable_server_is_a_connection_error(self) -> None:

@@ -282,6 +282,13 @@ class TestKv:
         assert clone._token is None
         assert token.encode() not in pickle.dumps(provider)
 
+    def test_configured_mounts_skip_the_lookup(self, make: Callable[..., VaultProvider]) -> None:
+        provider = make(mounts={"secret": 2, "kv1": 1})
+        sent = record(provider)
+        assert get(provider, "secret/data/prod/api-keys/slack_token") == SLACK
+        assert get(provider, "kv1/prod/db/password") == DB_PASSWORD
+        assert sent.paths() == ["/v1/secret/data/prod/api-keys", "/v1/kv1/prod/db"]
+
     def test_mount_is_looked_up_once(self, make: Callable[..., VaultProvider]) -> None:
         provider = make()
         sent = record(provider)

@@ -226,6 +226,16 @@ class TestPaths:
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == ""
 
+    def test_missing_sdk_is_a_validation_error_with_the_install_command(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "onepassword.client", None)  # as if not installed
+        provider = OnePasswordProvider("o", {"serviceAccountToken": TOKEN})
+        with pytest.raises(SecretValidationError) as info:
+            provider.fetch(ids(TOKEN_REF))
+        assert info.value.hint == "pip install 'jinja-apsecrets[onepassword]'"
+        provider.close()
+
 
 # References the SDK's validator is asked about, for parity (see below).
 PARITY = [
