@@ -259,7 +259,7 @@ class LintedProvider(MemoryProvider):
 
     id = "linted"
 
-    def lint_warnings(self, path: str) -> list[str]:
+    def offline_warnings(self, path: str) -> list[str]:
         return [] if "?" in path else ["version unknown offline"]
 
 
@@ -298,3 +298,31 @@ def test_as_a_real_process_without_credentials(lint: Path) -> None:
     done = run_process("refs", "templates", "--json", cwd=lint, env=env)
     assert done.returncode == 1, done.stderr
     assert findings(done.stdout) == EXPECTED
+
+
+class TestVaultKvVersion:
+    """Issue 15 item 6 with the hashicorp provider's own offline_warnings."""
+
+    @pytest.fixture
+    def vault(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        monkeypatch.delenv("VAULT_ADDR", raising=False)
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n"
+            '  hashicorp: {url: "${VAULT_ADDR}"}\n'
+            '  exact: {provider: hashicorp, url: "http://127.0.0.1:1", kvVersion: 2}\n'
+        )
+        return tmp_path
+
+    def test_unknown_kv_version_is_a_warning(self, vault: Path) -> None:
+        (vault / "t.j2").write_text("<<hashicorp|ap_sep_v1|secret/prod/app/jwt_secret>>\n")
+        code, out, _ = run("refs", "t.j2", cwd=vault)
+        assert code == 0
+        assert "warning: KV version unknown offline" in out
+        assert run("refs", "t.j2", "--strict", cwd=vault)[0] == 1
+
+    def test_configured_kv_version_makes_lint_exact(self, vault: Path) -> None:
+        (vault / "t.j2").write_text("<<exact|ap_sep_v1|secret/prod/app/jwt_secret>>\n")
+        code, out, _ = run("refs", "t.j2", cwd=vault)
+        assert code == 1
+        assert "secret/data/prod/app/jwt_secret" in out

@@ -15,7 +15,7 @@ A reference is checked as the extension checks it when compiling: no Jinja
 syntax in the path, a path at all, a known connection, the provider's path
 format, and the policy allow-list (checked before any request, so a refused
 reference is reported too). What cannot be known offline is a *warning*, not
-an error: a provider says so through ``lint_warnings(path)`` (Vault: a path
+an error: a provider says so through ``offline_warnings(path)`` (Vault: a path
 without ``data/`` on a connection whose KV version is not configured).
 Templates are scanned with :class:`~jinja_apsecrets.reference.TemplateScanner`,
 so raw blocks, comments and strings are not references here either.
@@ -175,9 +175,9 @@ class OfflineValidator:
 
     def warnings(self, connection: str, path: str) -> list[str]:
         """What cannot be known offline about a valid reference (the
-        provider's ``lint_warnings``, if it has that hook)."""
+        provider's ``offline_warnings``, if it has that hook)."""
         provider = self._providers.get(connection)
-        hook = getattr(provider, "lint_warnings", None)
+        hook = getattr(provider, "offline_warnings", None)
         if provider is None or isinstance(provider, SecretsError) or hook is None:
             return []
         return list(hook(path))
