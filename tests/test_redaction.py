@@ -125,3 +125,20 @@ class TestResolverHook:
         # The run saw the value, and forgot it when the command's context closed.
         assert len(run.redactor) == 0
         assert run.redactor.redact(VALUE) == VALUE
+
+
+class TestDocs:
+    README = Path(__file__).resolve().parent.parent / "README.md"
+
+    def test_library_users_learn_which_errors_quote_values(self) -> None:
+        text = self.README.read_text()
+        security = text[text.index("## Security rules") :]
+        for name in ("TemplateNotFound", "UndefinedError", "Redactor", "on_value=redactor.add"):
+            assert name in security
+
+    def test_web_integrations_say_how_config_changes_apply(self) -> None:
+        text = self.README.read_text()
+        web = text[text.index("## Web frameworks") : text.index("### FastAPI")]
+        assert "resolver.reload()" in web
+        assert "restart" in web
+        assert "once per reference per cache TTL" in web
