@@ -334,6 +334,9 @@ class TestHelp:
         assert "--set-json" in render_help
         _, encrypt_help, _ = run("encrypt", "--help")
         assert "--field" in encrypt_help
+        for command in ("check", "resolve"):
+            _, text, _ = run(command, "--help")
+            assert "templates" not in text
 
     def test_version(self) -> None:
         code, out, _ = run("--version")

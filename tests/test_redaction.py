@@ -142,3 +142,21 @@ class TestDocs:
         assert "resolver.reload()" in web
         assert "restart" in web
         assert "once per reference per cache TTL" in web
+
+
+class TestIntegrationEnvironment:
+    def test_pickles_without_values_and_keeps_redacting(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from jinja_apsecrets.integrations._common import add_secrets
+
+        monkeypatch.setenv("APS_REDACT_T", VALUE)
+        resolver = Resolver.from_config({"connections": {"env": None}})
+        env = add_secrets(jinja2.Environment(loader=jinja2.DictLoader({})), resolver)
+        assert env.from_string("<<env|ap_sep_v1|APS_REDACT_T>>").render() == VALUE
+        data = pickle.dumps(env)
+        assert VALUE.encode() not in data
+        copy = pickle.loads(data)
+        with pytest.raises(jinja2.TemplateNotFound) as info:
+            copy.from_string("{% include secret('env', 'APS_REDACT_T') | lower %}").render()
+        assert str(info.value) == "<redacted>"

@@ -53,6 +53,7 @@ __all__ = [
     "pass_run",
     "pattern_option",
     "pattern_option_for",
+    "plain_config_option",
     "session",
     "set_json_option",
     "vars_option",
@@ -176,6 +177,7 @@ def _mode(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+#: ``-c`` for commands that take templates (the config is looked for beside them).
 config_option = click.option(
     "-c",
     "--config",
@@ -183,6 +185,14 @@ config_option = click.option(
     help="Config file (default: $APSECRETS_CONFIG, then apsecrets.yaml beside the "
     "templates or in a folder above them up to the repository root, then "
     "./apsecrets.yaml). -v says which file is used.",
+)
+#: ``-c`` for commands without templates (check, resolve).
+plain_config_option = click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file (default: $APSECRETS_CONFIG, then ./apsecrets.yaml). "
+    "-v says which file is used.",
 )
 verbose_option = click.option(
     "-v",

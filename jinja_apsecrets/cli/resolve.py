@@ -15,10 +15,10 @@ from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, UsageProblem
 from ._options import (
     audit_option,
-    config_option,
     guarded,
     mode_option,
     on_missing_option,
+    plain_config_option,
     session,
     verbose_option,
 )
@@ -45,7 +45,7 @@ __all__ = ["resolve"]
 )
 @click.option("-n", "--no-newline", is_flag=True, help="No newline after a single value.")
 @mode_option
-@config_option
+@plain_config_option
 @on_missing_option
 @audit_option
 @verbose_option
