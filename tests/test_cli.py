@@ -278,6 +278,21 @@ class TestHints:
         assert expected in err
         assert "reference format" not in err
 
+    def test_missing_sdk(self, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from jinja_apsecrets import providers
+
+        # A provider module whose SDK is not installed (a stand-in for boto3 missing),
+        # registered only for this test.
+        (project / "aps_needs_sdk.py").write_text("import aps_no_such_sdk\n")
+        monkeypatch.syspath_prepend(str(project))
+        providers.available_providers()  # entry points loaded first
+        monkeypatch.setitem(providers._registry, "needs-sdk", "aps_needs_sdk:Provider")
+        (project / "apsecrets.yaml").write_text("connections:\n  x: {provider: needs-sdk}\n")
+        code, _, err = run("render", "app.conf.j2", cwd=project)
+        assert code == 2
+        assert "needs aps_no_such_sdk, which is not installed" in err
+        assert "reference format" not in err
+
     def test_missing_config_file(self, project: Path) -> None:
         code, _, err = run("render", "app.conf.j2", "-c", "nope.yaml", cwd=project)
         assert code == 2
