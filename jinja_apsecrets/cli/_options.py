@@ -77,19 +77,27 @@ class CommandRun:
         self.redactor.clear()
 
 
-#: ``@pass_run``: hands a command its :class:`CommandRun` (made if missing).
-pass_run = click.make_pass_decorator(CommandRun, ensure=True)
-
-
 def current_run() -> CommandRun:
-    """The :class:`CommandRun` of the current click context, made (and
-    released when that context closes) if there is none yet."""
+    """The :class:`CommandRun` of the current click context (``ctx.obj``),
+    made if there is none yet, and then released when that context closes."""
     ctx = click.get_current_context()
     run = ctx.find_object(CommandRun)
     if run is None:
         run = ctx.ensure_object(CommandRun)
         ctx.call_on_close(run.close)
     return run
+
+
+def pass_run(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Hands a command its :class:`CommandRun` as the first argument, as
+    ``click.make_pass_decorator(CommandRun, ensure=True)`` does, but through
+    :func:`current_run`, so the run is always released when the command ends."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return func(current_run(), *args, **kwargs)
+
+    return wrapper
 
 
 NO_CONFIG = (

@@ -14,10 +14,12 @@ from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, EXIT_RENDER, UsageProblem, report
 from ._lint import Finding, OfflineValidator, lint_template, lint_vars
 from ._options import (
+    CommandRun,
     config_option,
     exclude_option,
     guarded,
     lint_vars_option,
+    pass_run,
     pattern_option_for,
     verbose_option,
 )
@@ -41,7 +43,9 @@ __all__ = ["refs"]
 )
 @verbose_option
 @guarded
+@pass_run
 def refs(
+    run: CommandRun,
     sources: Sequence[Path],
     config: Path | None,
     vars_files: Sequence[str],
@@ -66,7 +70,7 @@ def refs(
     error being null or {code, message, hint}.
     """
     reporter = Reporter(verbose)
-    config_path = find_config(config, near=sources)
+    config_path = run.config_path = find_config(config, near=sources)
     validator = OfflineValidator.from_config(config_path)
     used = str(config_path) if config_path else "none (connections are provider ids)"
     reporter.info(f"config: {used}")
