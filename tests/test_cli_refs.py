@@ -326,3 +326,13 @@ class TestVaultKvVersion:
         code, out, _ = run("refs", "t.j2", cwd=vault)
         assert code == 1
         assert "secret/data/prod/app/jwt_secret" in out
+
+    def test_settings_read_from_the_environment_at_run_time_do_not_matter(
+        self, vault: Path
+    ) -> None:
+        # No url and no $VAULT_ADDR: a render would need it, a lint does not.
+        (vault / "apsecrets.yaml").write_text("connections:\n  hashicorp: {kvVersion: 2}\n")
+        (vault / "t.j2").write_text("<<hashicorp|ap_sep_v1|secret/data/app/k>>\n")
+        code, out, err = run("refs", "t.j2", cwd=vault)
+        assert code == 0, err
+        assert out.endswith(": ok\n")

@@ -84,10 +84,12 @@ def _about(error: SecretsError, connection: str, path: str) -> SecretsError:
 def _offline_provider(name: str, spec: ConnectionSpec) -> Provider | SecretsError:
     """The provider of connection ``name``, for ``parse_path`` and lint warnings.
 
-    A provider whose SDK is not installed is returned as its error. When a
-    provider's constructor needs a setting known only online (a ``url`` from
-    ``${VAULT_ADDR}``), the loader's validated options are used without that
-    constructor: the path checks need the options only.
+    A provider whose SDK is not installed is returned as its error. The
+    loader has validated the settings; a constructor may also check what it
+    reads from the environment or what is known only online (a ``url`` from
+    ``${VAULT_ADDR}``, or no ``url`` and ``$VAULT_ADDR`` at run time), which a
+    lint must not depend on: then the validated options are used without that
+    constructor, as the path checks need the options only.
     """
     try:
         cls = get_provider_class(spec.provider)
@@ -96,8 +98,7 @@ def _offline_provider(name: str, spec: ConnectionSpec) -> Provider | SecretsErro
     try:
         return cls(name, spec.options)
     except SecretsError:
-        if not spec.unknown:
-            raise
+        pass
     # The provider's class holding the options the loader validated, without
     # the provider's own checks of values that are only known online.
     offline_cls: type[Provider] = type(
@@ -141,14 +142,9 @@ class OfflineValidator:
         if path is None:
             return cls()
         config = load_config(path, offline=True)
-        providers: dict[str, Provider | SecretsError] = {}
-        for name, spec in config.connections.items():
-            try:
-                providers[name] = _offline_provider(name, spec)
-            except SecretsError as exc:
-                raise SecretValidationError(
-                    f"{config.origin}: {exc.message}", provider=name, hint=exc.hint
-                ) from None
+        providers: dict[str, Provider | SecretsError] = {
+            name: _offline_provider(name, spec) for name, spec in config.connections.items()
+        }
         return cls(providers, config.policy, config.origin)
 
     def _provider(self, connection: str) -> Provider | SecretsError:
@@ -159,8 +155,10 @@ class OfflineValidator:
             known = ", ".join(sorted(self._providers)) or "none configured"
             message = f"Unknown connection {connection!r}; configured connections: {known}"
         elif connection in available_providers():
+            # As the default configuration names it: the provider's defaults.
             try:
-                found = get_provider_class(connection)(connection, {})
+                spec = load_config({"connections": {connection: {}}}, offline=True)
+                found = _offline_provider(connection, spec.connections[connection])
             except SecretsError as exc:
                 found = exc
             self._providers[connection] = found
