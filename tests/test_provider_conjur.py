@@ -14,7 +14,9 @@ spec (cyberark/conjur-openapi-spec, ``spec/secrets.yml``):
   (``ApplicationController#argument_error``); ``Resource.where`` finds
   variables whatever the login may see, and ``authorize_many`` answers 403
   with no body (``head :forbidden``) for any it may not execute, invisible
-  ones included; a missing variable is 404 naming the *first* one
+  ones included; more than ``dynamic_secrets_per_request_max`` (10) dynamic
+  variables (ids under ``data/dynamic/``) is 422; a missing variable is 404
+  naming the *first* one
   (``Errors::Conjur::MissingSecretValue``, CONJ00076E), and so is a variable
   without a value; a value with a byte >= 0x80 cannot be rendered as JSON
   (the value is a binary Ruby string: ``Encoding::UndefinedConversionError``)
@@ -103,6 +105,7 @@ class FakeConjur(ThreadingHTTPServer):
         self.forbidden = {"prod/admin/root"}
         self.invisible = {"ops/hidden"}
         self.legacy = False  # a server from before CONJ00074E and Accept-Encoding: base64
+        self.dynamic_max = 10  # conjur_config.dynamic_secrets_per_request_max
         self.fail_next: list[int | str] = []
         self.protocol_errors: list[str] = []
         self.tokens: set[bytes] = set()
@@ -229,6 +232,14 @@ class _Handler(BaseHTTPRequestHandler):
         # authorize_many: every variable found, visible or not, needs execute.
         if any(f.removeprefix(prefix) in srv.forbidden | srv.invisible for f in found):
             self._reply(403)
+            return
+        dynamic = [f for f in found if f.removeprefix(prefix).startswith("data/dynamic/")]
+        if len(dynamic) > srv.dynamic_max:
+            message = (
+                "Number of dynamic secrets requested exceeds the maximum allowed in a "
+                f"single request ({srv.dynamic_max})"
+            )
+            self._error(422, "unprocessable_entity", message)
             return
         if len(found) != len(full_ids):
             missing = [f for f in full_ids if f not in found]
@@ -488,6 +499,16 @@ class TestBatch:
             SecretId("prod/admin/root"): "root-secret",
         }
         assert len(server.gets) == 1
+
+    def test_too_many_dynamic_secrets_split_the_batch(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        names = [f"data/dynamic/aws-{i:02d}" for i in range(12)]
+        for name in names:
+            server.variables[name] = f"cred-{name[-2:]}".encode()
+        result = provider.fetch(ids(*names))
+        assert [result[SecretId(n)] for n in names] == [f"cred-{i:02d}" for i in range(12)]
+        assert len(server.gets) == 3  # 12 refused (422), then 6 and 6
 
     def test_invisible_variable_fails_the_batch_with_403_and_alone_with_404(
         self, provider: ConjurProvider, server: FakeConjur

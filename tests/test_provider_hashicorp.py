@@ -513,6 +513,18 @@ class TestOfflineKvVersion:
         provider.parse_path("legacy/data/key")  # a folder named data on KV v1
         assert provider.offline_warnings("team/kv/data/svc/token") == []
 
+    def test_raw_settings_work_without_construction(self) -> None:
+        # What an offline linter does when the url comes from ${VAULT_ADDR}:
+        # an instance holding the defaults and the literal settings, unvalidated.
+        bare = VaultProvider.__new__(VaultProvider)
+        bare.name = "v"
+        bare.options = {k: f.default for k, f in VaultProvider.fields.items()}
+        bare.options["mounts"] = {"secret": 2}
+        with pytest.raises(SecretValidationError, match=r"did you mean secret/data/a/b\?"):
+            bare.parse_path("secret/a/b")
+        bare.parse_path("secretx/a/b")  # not under secret/
+        assert bare.offline_warnings("secret/data/a/b") == []
+
     def test_without_settings_the_version_is_a_warning(self) -> None:
         provider = VaultProvider("vault-a", {"url": self.URL, "token": "t"})
         provider.parse_path("secret/prod/app/jwt_secret")  # may be KV v1: not an error
@@ -754,6 +766,19 @@ class TestAgent:
             get(provider, "secret/data/prod/api-keys/slack_token")
         assert info.value.code == "SECRET_MANAGER_GET_SECRET_FAILED"
         provider.check()
+        provider.close()
+
+    def test_kv_reads_are_forwarded_not_cached_by_the_agent(
+        self, agent: Server, bao: Server
+    ) -> None:
+        # What the README says of `cache {}`: it keeps tokens and leased
+        # secrets; a KV read has no lease, so a new version shows at once.
+        kv2 = hvac.Client(url=bao.url, token="root").secrets.kv.v2
+        kv2.create_or_update_secret("app/rotating", {"value": "before"})
+        provider = VaultProvider("hashicorp", {"url": agent.url, "agent": True})
+        assert get(provider, "secret/data/app/rotating/value") == "before"
+        kv2.create_or_update_secret("app/rotating", {"value": "after"})
+        assert get(provider, "secret/data/app/rotating/value") == "after"
         provider.close()
 
     def test_agent_excludes_credentials(self) -> None:

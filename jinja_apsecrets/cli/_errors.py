@@ -10,7 +10,8 @@ template name, ``int(secret(..))`` quotes it. Such messages go through the
 run's :class:`~jinja_apsecrets.redaction.Redactor` (on click's context, fed by
 the resolver's ``on_value`` hook): every piece of a value handed out in this
 run, in any case or reversed, is replaced; a message with none is shown as it
-is. Outside a command run (no redactor), such messages are not shown at all.
+is. Outside a command run (no redactor given or on click's context), Jinja's
+messages are shown as they are and other exceptions' messages not at all.
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ def describe(
     if isinstance(error, jinja2.TemplateNotFound):
         loaded = f" (loaded by {template})" if template else ""
         name = str(error.name)
-        shown = redactor.redact(name) if redactor is not None else "<not shown>"
+        shown = redactor.redact(name) if redactor is not None else "(name not shown)"
         return [f"error: template not found: {shown}{loaded}"]
     place = _template_line(error) or template
     suffix = f" ({place})" if place else ""
@@ -197,7 +198,9 @@ def describe(
             )
         return lines
     if isinstance(error, jinja2.TemplateError):
-        return [f"error: {type(error).__name__} (the message is not shown){suffix}"]
+        # No run (describe called on its own): Jinja's messages are about template
+        # code; a value they might quote is the caller's to redact (pass redactor).
+        return [f"error: {type(error).__name__}: {message}{suffix}"]
     return [
         f"error: {type(error).__name__} while rendering{suffix}",
         "hint: the message is not shown, as it may quote a value; check the filters and "

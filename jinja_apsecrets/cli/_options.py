@@ -50,6 +50,7 @@ __all__ = [
     "load_resolver",
     "mode_option",
     "on_missing_option",
+    "parse_json_assignments",
     "pass_run",
     "pattern_option",
     "pattern_option_for",
@@ -273,10 +274,9 @@ lint_vars_option = click.option(
 )
 
 
-def _json_assignments(
-    ctx: click.Context, param: click.Parameter, items: Sequence[str]
-) -> dict[str, Any]:
-    """``--set-json`` items as one nested mapping (a.b=1 -> {"a": {"b": 1}})."""
+def parse_json_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``--set-json`` items as one nested mapping (``a.b=1`` -> ``{"a": {"b": 1}}``).
+    A malformed item is a :class:`UsageProblem` (exit 2) that never echoes the value."""
     from ._rendering import merge
 
     out: dict[str, Any] = {}
@@ -284,14 +284,14 @@ def _json_assignments(
         key, eq, text = item.partition("=")
         parts = key.split(".")
         if not eq or not all(p.strip() for p in parts):
-            raise click.BadParameter(f"{key!r}: expected KEY=JSON (KEY may be a.b.c)")
+            raise UsageProblem(f"--set-json {key!r}: expected KEY=JSON (KEY may be a.b.c)")
         try:
             value: Any = json.loads(text)
         except ValueError as exc:
             # Position only: the text may be a value typed by mistake.
-            raise click.BadParameter(
-                f"{key}: the value is not JSON (column {getattr(exc, 'colno', '?')}); "
-                "strings need quotes: --set-json 'name=\"text\"' or use --set"
+            raise UsageProblem(
+                f"--set-json {key}: the value is not JSON (column {getattr(exc, 'colno', '?')}); "
+                "strings need quotes (--set-json 'name=\"text\"') or --set"
             ) from None
         for part in reversed(parts[1:]):
             value = {part: value}
@@ -303,7 +303,6 @@ set_json_option = click.option(
     "--set-json",
     "json_assignments",
     multiple=True,
-    callback=_json_assignments,
     metavar="KEY=JSON",
     help="A template variable given as JSON (repeatable; a.b=... nests): --set-json "
     'port=8080, --set-json \'hosts=["a","b"]\'. Wins over --vars and --set.',

@@ -78,8 +78,9 @@ _MISSING = (
     re.compile(r"Variable (?P<full>\S.*?) is empty or not found"),
     re.compile(r"Variable '(?P<id>.+?)' not found in account '(?P<account>.+?)'"),
 )
-#: Batch answers that say "some variable here cannot be served", without which.
-_UNATTRIBUTED = frozenset({403, 404, 406, 500})
+#: Batch answers that say "some variable here cannot be served", without which
+#: (422: more dynamic secrets than ``dynamic_secrets_per_request_max`` allows).
+_UNATTRIBUTED = frozenset({403, 404, 406, 422, 500})
 
 
 class ConjurProvider(Provider):
@@ -241,8 +242,8 @@ class ConjurProvider(Provider):
                 self._remember(named, solo=True)
                 ids = [sid for sid in ids if sid != named]
                 continue
-            # 403 (no body), 406/500 (a value JSON cannot carry): some variable
-            # here, unnamed. Halves find it in about 2*log2(n) requests.
+            # 403 (no body), 406/500 (a value JSON cannot carry), 422 (too many
+            # dynamic secrets): unnamed. Halves find it in about 2*log2(n) requests.
             half = len(ids) // 2
             self._fetch_group(ids[:half], out)
             ids = ids[half:]

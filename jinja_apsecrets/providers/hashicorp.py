@@ -19,7 +19,8 @@ first path segment) or ``mounts: {team/kv: 2, kv1: 1}`` (per mount, longest
 prefix wins). With them :meth:`VaultProvider.parse_path` rejects a KV v2 path
 without ``data/`` before any request; without them
 :meth:`VaultProvider.offline_warnings` says that it cannot know. At render
-time the server's answer wins.
+time the server's answer wins, except that mounts named in ``mounts`` are
+taken at their word (no lookup request).
 
 Authentication: AppRole when ``roleId`` and ``secretId`` are set, otherwise a
 token (``token``, else ``VAULT_TOKEN``). The token is shared by every thread,
@@ -30,8 +31,10 @@ id): each login spends one, so a single-use id serves one login, and the
 connection fails with CONNECTION_FAILED when its token expires. With
 ``agent: true`` the connection sends no token at all: a Vault Agent or
 OpenBao Agent at ``url`` (``api_proxy { use_auto_auth_token = true }``) adds
-its own auto-auth token, and its ``cache`` answers repeated reads for every
-process of the host.
+its own auto-auth token: one login per host, no credentials in the processes.
+Its ``cache`` keeps tokens and leased secrets; KV reads carry no lease and are
+forwarded to the server (measured with OpenBao 2.7), so this provider's own
+cache still matters.
 
 Transient failures (refused or reset connections, 502/503/504) are retried
 ``retries`` times with jittered backoff (see :mod:`._http`); then, as any
@@ -237,7 +240,6 @@ class VaultProvider(Provider):
             )
         mounts = out["mounts"]
         if mounts is not None:
-            clean: dict[str, int] = {}
             for key, value in mounts.items():
                 path = key.strip("/") if isinstance(key, str) else ""
                 if not path or isinstance(value, bool) or value not in (1, 2):
@@ -246,8 +248,7 @@ class VaultProvider(Provider):
                         f"KV version 1 or 2, got {key!r}: {value!r}",
                         provider=name,
                     )
-                clean[path + "/"] = int(value)
-            out["mounts"] = clean
+            out["mounts"] = _mount_table(mounts)
         return out
 
     @property
@@ -295,7 +296,9 @@ class VaultProvider(Provider):
         ``mounts`` entries win (longest prefix); else ``kvVersion`` applies to
         the first segment, the usual one-segment mount name.
         """
-        mounts: Mapping[str, int] = self.options.get("mounts") or {}
+        # Normalized again: an offline linter may fill options without
+        # validate_options (when a setting it needs comes from the environment).
+        mounts = _mount_table(self.options.get("mounts"))
         hits = [m for m in mounts if (secret_path + "/").startswith(m)]
         if hits:
             best = max(hits, key=len)
@@ -514,7 +517,7 @@ class VaultProvider(Provider):
             return cached
         # Mounts named in the configuration are taken at their word: no
         # discovery request (kvVersion alone only guesses the mount's name).
-        mounts: Mapping[str, int] = self.options["mounts"] or {}
+        mounts = _mount_table(self.options["mounts"])
         named = _longest_prefix((_Mount(m, "kv", kv) for m, kv in mounts.items()), path)
         if named is not None:
             return named
@@ -714,6 +717,21 @@ def _mount_of(info: Mapping[str, Any]) -> _Mount:
 def _longest_prefix(mounts: Iterable[_Mount], path: str) -> _Mount | None:
     hits = [m for m in mounts if m.path and (path + "/").startswith(m.path)]
     return max(hits, key=lambda m: len(m.path), default=None)
+
+
+def _mount_table(mounts: Any) -> dict[str, int]:
+    """``mounts`` as ``{"path/": version}``; entries that are not valid are left out
+    (:meth:`VaultProvider.validate_options` reports them)."""
+    if not isinstance(mounts, Mapping):
+        return {}
+    return {
+        key.strip("/") + "/": int(value)
+        for key, value in mounts.items()
+        if isinstance(key, str)
+        and key.strip("/")
+        and value in (1, 2)
+        and not isinstance(value, bool)
+    }
 
 
 def _deleted(body: Any, path: str) -> str | None:
