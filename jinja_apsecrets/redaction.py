@@ -14,8 +14,10 @@ reversed too): anywhere for 3 characters, as a separate word for 1 or 2 (a
 piece of a value are returned unchanged, so ``can only concatenate str (not
 "int") to str`` is still shown in full.
 
-What this does not catch: a value spread out (``value | join("-")``), encoded
-(base64, hex) or cut into pieces of fewer than 4 characters. Callers that show
+A value spread out by a one-character separator (``value | join("-")``) is
+caught too: the same windows are looked for in every second character. What
+this does not catch: a value spread wider, encoded (base64, hex) or cut into
+pieces of fewer than 4 characters. Callers that show
 an error to people who must not see values should still prefer messages built
 from names and paths (as :class:`~jinja_apsecrets.errors.SecretsError` is).
 
@@ -150,6 +152,14 @@ class Redactor:
                 for i in range(len(folded) - PIECE + 1):
                     if folded[i : i + PIECE] in pieces:
                         covered[i : i + PIECE] = b"\1" * PIECE
+                # Every second character: a value joined with a one-character
+                # separator (``value | join("-")``, ``join(" ")``).
+                for start in (0, 1):
+                    spread = folded[start::2]
+                    for j in range(len(spread) - PIECE + 1):
+                        if spread[j : j + PIECE] in pieces:
+                            first = start + 2 * j
+                            covered[first : first + 2 * PIECE - 1] = b"\1" * (2 * PIECE - 1)
             pattern = self._short_pattern()
         if pattern is not None:
             for m in pattern.finditer(folded):

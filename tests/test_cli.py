@@ -206,6 +206,7 @@ class TestRedaction:
             'secret("local", "app:db_password") | reverse',
             'secret("local", "app:db_password") | list | reverse | join',
             '"x/" ~ secret("local", "app:db_password") | lower',
+            'secret("local", "app:db_password") | join("-")',
         ],
     )
     def test_transformed_values(self, project: Path, expression: str) -> None:
