@@ -154,11 +154,11 @@ class Redactor:
                         covered[i : i + PIECE] = b"\1" * PIECE
                 # Every second character: a value joined with a one-character
                 # separator (``value | join("-")``, ``join(" ")``).
-                for start in (0, 1):
-                    spread = folded[start::2]
+                for offset in (0, 1):
+                    spread = folded[offset::2]
                     for j in range(len(spread) - PIECE + 1):
                         if spread[j : j + PIECE] in pieces:
-                            first = start + 2 * j
+                            first = offset + 2 * j
                             covered[first : first + 2 * PIECE - 1] = b"\1" * (2 * PIECE - 1)
             pattern = self._short_pattern()
         if pattern is not None:
