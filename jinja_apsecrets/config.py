@@ -181,6 +181,13 @@ def interpolate(value: str, where: str, environ: Mapping[str, str] | None = None
                 "values; store the value encrypted instead)"
             )
         if name in env:
+            master = env.get(KEY_ENV)
+            if master and env[name].strip() == master.strip():
+                # The same key under another name is refused just as well.
+                raise SecretValidationError(
+                    f"{where}: ${{{name}}} holds the value of {KEY_ENV}, which cannot be "
+                    "used in a config"
+                )
             return env[name]
         if default is not None:
             return default

@@ -194,6 +194,10 @@ class TestProvenance:
                 load_config(config)
             assert "APSECRETS_MASTER_KEY" in info.value.message
             assert "kkkk" not in str(info.value)
+        # The same key under another name.
+        monkeypatch.setenv("APS_COPY", "k" * 43)
+        with pytest.raises(SecretValidationError, match="holds the value of APSECRETS_MASTER_KEY"):
+            load_config({"connections": {"env": {"prefix": "${APS_COPY}"}}})
 
     def test_region_must_be_a_region_name_before_any_request(self) -> None:
         for bad in ("evil.example.com/x", "us-east-1.attacker", "US-EAST-1", "x"):
