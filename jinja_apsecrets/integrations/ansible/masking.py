@@ -122,24 +122,30 @@ def before_view(before: str, masked: MaskedSource, rendered: str, known: Mapping
     runs of them as one marker line.
     """
     shown_before = mask_values(before, known)
-    with_placeholders = mask_values(rendered, known).splitlines(keepends=True)
+    with_placeholders = [_body(line) for line in mask_values(rendered, known).splitlines()]
     after_lines = {masked.view(line) for line in with_placeholders}
     shapes = [_Shape(line, masked) for line in dict.fromkeys(with_placeholders)]
     shapes = [s for s in shapes if s.indexes]
     out: list[str] = []
     hidden = 0
     for line in shown_before.splitlines(keepends=True):
-        view = line if line in after_lines else _first(s.show(line) for s in shapes)
+        body = _body(line)
+        view = body if body in after_lines else _first(s.show(body) for s in shapes)
         if view is None:
             hidden += 1
             continue
         if hidden:
             out.append(HIDDEN.format(n=hidden))
             hidden = 0
-        out.append(view)
+        out.append(view + line[len(body) :])
     if hidden:
         out.append(HIDDEN.format(n=hidden))
     return "".join(out)
+
+
+def _body(line: str) -> str:
+    """A line without its line ending (compared apart: the last line may have none)."""
+    return line.rstrip("\r\n")
 
 
 def _first(items: Iterable[str | None]) -> str | None:
