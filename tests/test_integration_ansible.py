@@ -51,6 +51,11 @@ PLAY = """\
         validate: grep -q ^password= %s
       vars:
         user: "{{ lookup('apsecrets.core.secret', 'local|ap_sep_v1|app:user') }}"
+    - name: no reference, so no config is looked up
+      apsecrets.core.template:
+        src: plain.j2
+        dest: "out/{{ inventory_hostname }}.plain"
+        config: /nonexistent/apsecrets.yaml
     - name: filter, lookup policies and the legacy name
       ansible.builtin.copy:
         dest: "out/{{ inventory_hostname }}.json"
@@ -75,6 +80,7 @@ def project(tmp_path: Path) -> Path:
         "connections:\n  local: {provider: file, path: secrets.yaml}\n"
     )
     (tmp_path / "app.conf.j2").write_text(TEMPLATE)
+    (tmp_path / "plain.j2").write_text("host={{ inventory_hostname }}\n")
     (tmp_path / "site.yml").write_text(PLAY)
     (tmp_path / "hosts").write_text("".join(f"h{n} ansible_connection=local\n" for n in (1, 2, 3)))
     (tmp_path / "out").mkdir()
@@ -120,6 +126,7 @@ class TestPlay:
                 f"host={host}",
             ]
             assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+        assert (project / "out" / "h2.plain").read_text() == "host=h2\n"
         data = (project / "out" / "h1.json").read_text()
         assert '"resolved": {"db": {"password": "pw-Secret-1", "port": 5432}' in data
         assert '"names": ["admin-Secret-3", "plain"]' in data

@@ -51,7 +51,7 @@ DOCUMENTATION = r"""
 from typing import Any
 
 import jinja2
-from ansible.errors import AnsibleActionFail
+from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action.template import ActionModule as BuiltinTemplate
 from ansible.utils.display import Display
 
@@ -136,11 +136,8 @@ class _RenderHook:
 class ActionModule(BuiltinTemplate):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         task_vars = task_vars if task_vars is not None else {}
-        option = self._task.args.pop("config", None)
-        variable = task_vars.get("apsecrets_config")
-        if isinstance(variable, str) and variable:
-            variable = self._templar.template(variable)
-        self._apsecrets_resolver = common.resolver_for(PREFIX, option, task_vars, variable)
+        self._apsecrets_config = self._task.args.pop("config", None)
+        self._apsecrets_vars = task_vars
         self._apsecrets = _Render()
         real = self._templar
         self._templar = _TemplarHook(self, real)
@@ -153,6 +150,19 @@ class ActionModule(BuiltinTemplate):
         return result
 
     # -- rendering -------------------------------------------------------------
+
+    def _resolver(self) -> Any:
+        """The resolver of the config file (looked up only for templates that
+        hold references: others render without any config)."""
+        variable = self._apsecrets_vars.get("apsecrets_config")
+        if isinstance(variable, str) and variable:
+            variable = self._templar.template(variable)
+        try:
+            return common.resolver_for(
+                PREFIX, self._apsecrets_config, self._apsecrets_vars, variable
+            )
+        except AnsibleError as err:  # the builtin would prefix it with the class name
+            raise AnsibleActionFail(str(err)) from None
 
     def _render_source(self, render: Any, data: Any, args: Any, kwargs: dict[str, Any]) -> Any:
         state = self._apsecrets
@@ -172,7 +182,7 @@ class ActionModule(BuiltinTemplate):
             return render(data, *args, **kwargs)
         keys = list(dict.fromkeys(ref.key for ref in masked.refs))
         display.vvv(f"{PREFIX}: {len(masked.refs)} reference(s) in {src}, {len(keys)} distinct")
-        found = self._apsecrets_resolver.get_many(keys)
+        found = self._resolver().get_many(keys)
         rendered = render(_trust(masked.text), *args, **kwargs)
         if rendered is None:
             rendered = ""
