@@ -21,7 +21,15 @@ import pytest
 from servers import Server, start_bao, start_moto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from bench_ansible import N_TEMPLATES, Project, expected_output, run_play, seed, write_project
+from bench_ansible import (
+    N_TEMPLATES,
+    Project,
+    expected_output,
+    run_play,
+    seed,
+    write_common,
+    write_project,
+)
 from delay_proxy import DelayProxy
 
 pytestmark = pytest.mark.server
@@ -90,3 +98,64 @@ def test_without_the_callback_one_round_per_task(
     _, aws, vault = run(tmp_path, backends, hosts=hosts, forks=3, callback=False)
     tasks = hosts * N_TEMPLATES
     assert (aws, vault) == (tasks, tasks * (ROUND - 1))
+
+
+ROLE_PLAY = """\
+- hosts: all
+  gather_facts: false
+  vars:
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    db:
+      - "<<hashicorp|ap_sep_v1|secret/data/app/v00/token>>"
+      - "<<hashicorp|ap_sep_v1|secret/data/app/v01/token>>"
+  roles: [app]
+  tasks:
+    - name: vars with references, through the filter
+      ansible.builtin.copy:
+        dest: "out/{{ inventory_hostname }}.json"
+        content: "{{ {'db': db, 'inv': inv_ref} | apsecrets.core.resolve | to_json }}"
+      no_log: true
+    - name: a literal lookup term
+      ansible.builtin.copy:
+        dest: "out/{{ inventory_hostname }}.txt"
+        content: "{{ lookup('apsecrets.core.secret', 'aws|ap_sep_v1|app/s05:password') }}"
+      no_log: true
+"""
+
+
+def test_prefetch_finds_role_templates_vars_and_lookup_terms(
+    tmp_path: Path, backends: tuple[DelayProxy, DelayProxy]
+) -> None:
+    aws, vault = backends
+    project = write_project(
+        tmp_path, hosts=4, forks=4, aws_url=aws.url, vault_url=vault.url, callback=True
+    )
+    write_common(project, forks=4, callback=True)
+    with (tmp_path / "hosts").open("a") as hosts:
+        hosts.write("[all:vars]\ninv_ref=<<hashicorp|ap_sep_v1|secret/data/app/v02/token>>\n")
+    role = tmp_path / "roles" / "app"
+    (role / "templates").mkdir(parents=True)
+    (role / "tasks").mkdir()
+    (role / "templates" / "app.j2").write_text(
+        "".join(f"s{i}=<<aws|ap_sep_v1|app/s{i:02d}:password>>\n" for i in range(5))
+    )
+    (role / "tasks" / "main.yml").write_text(
+        "- apsecrets.core.template:\n    src: app.j2\n"
+        '    dest: "out/{{ inventory_hostname }}.conf"\n'
+    )
+    (tmp_path / "site.yml").write_text(ROLE_PLAY)
+    aws.reset()
+    vault.reset()
+    result = run_play(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for host in project.host_names():
+        assert (tmp_path / "out" / f"{host}.conf").read_text().splitlines()[4] == (
+            "s4=aws-Secret-04"
+        )
+        assert (tmp_path / "out" / f"{host}.txt").read_text() == "aws-Secret-05"
+        assert (tmp_path / "out" / f"{host}.json").read_text() == (
+            '{"db": ["vault-Secret-00", "vault-Secret-01"], "inv": "vault-Secret-02"}'
+        )
+    # One round on the controller: 6 AWS secrets in one batch, 3 KV reads + 1
+    # mount lookup; the 4 forked workers of each of the 3 tasks ask for nothing.
+    assert (aws.requests, vault.requests) == (1, 4)
