@@ -51,6 +51,10 @@ PLAY = """\
         validate: grep -q ^password= %s
       vars:
         user: "{{ lookup('apsecrets.core.secret', 'local|ap_sep_v1|app:user') }}"
+    - name: a file that is already up to date
+      apsecrets.core.template:
+        src: same.j2
+        dest: "out/{{ inventory_hostname }}.same"
     - name: no reference, so no config is looked up
       apsecrets.core.template:
         src: plain.j2
@@ -81,6 +85,7 @@ def project(tmp_path: Path) -> Path:
     )
     (tmp_path / "app.conf.j2").write_text(TEMPLATE)
     (tmp_path / "plain.j2").write_text("host={{ inventory_hostname }}\n")
+    (tmp_path / "same.j2").write_text("pw=<<local|ap_sep_v1|app:db_password>>\n")
     (tmp_path / "site.yml").write_text(PLAY)
     (tmp_path / "hosts").write_text("".join(f"h{n} ansible_connection=local\n" for n in (1, 2, 3)))
     (tmp_path / "out").mkdir()
@@ -144,11 +149,14 @@ class TestPlay:
         conf = project / "out" / "h1.conf"
         old = "# managed\nuser=admin-Secret-3\npassword=pw-Old-9\ntoken=tok-Secret-2\nhost=h1\nold-Line-Secret\n"
         conf.write_text(old)
+        (project / "out" / "h1.same").write_text("pw=pw-Secret-1\n")
         result = play(project, "--check", "--diff", "--limit", "h1")
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert conf.read_text() == old  # check mode writes nothing
-        assert "changed: [h1]" in output
+        tasks = {t.split("]", 1)[0]: t for t in output.split("TASK [")[1:]}
+        assert "changed: [h1]" in tasks["render"]
+        assert "ok: [h1]" in tasks["a file that is already up to date"]
         assert "-password=[previous value of <<local|ap_sep_v1|app:db_password>>]" in output
         assert "+password=<<local|ap_sep_v1|app:db_password>>" in output
         assert " token={{local|ap_sep_v1|app:api_token}}" in output  # unchanged line
