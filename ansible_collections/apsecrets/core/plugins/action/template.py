@@ -145,6 +145,14 @@ class ActionModule(BuiltinTemplate):
             result: dict[str, Any] = super().run(tmp, task_vars)
         finally:
             self._templar = real
+        if not self._apsecrets.done and not result.get("failed"):
+            # An ansible-core whose template action no longer renders through
+            # the two calls hooked above: never report "ok" for a file whose
+            # references were not looked at.
+            raise AnsibleActionFail(
+                f"{PREFIX}: this ansible-core renders templates in a way this action does not "
+                "know; references were not resolved"
+            )
         if not self._task.no_log:
             self._rewrite_diff(result)
         return result
