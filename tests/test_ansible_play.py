@@ -128,9 +128,9 @@ def test_prefetch_finds_role_templates_vars_and_lookup_terms(
 ) -> None:
     aws, vault = backends
     project = write_project(
-        tmp_path, hosts=4, forks=4, aws_url=aws.url, vault_url=vault.url, callback=True
+        tmp_path, hosts=4, forks=4, aws_url=aws.url, vault_url=vault.url, callback=False
     )
-    write_common(project, forks=4, callback=True)
+    write_common(project, forks=4, callback=False)  # enabled by the environment below
     with (tmp_path / "hosts").open("a") as hosts:
         hosts.write("[all:vars]\ninv_ref=<<hashicorp|ap_sep_v1|secret/data/app/v02/token>>\n")
     role = tmp_path / "roles" / "app"
@@ -146,7 +146,7 @@ def test_prefetch_finds_role_templates_vars_and_lookup_terms(
     (tmp_path / "site.yml").write_text(ROLE_PLAY)
     aws.reset()
     vault.reset()
-    result = run_play(tmp_path)
+    result = run_play(tmp_path, ANSIBLE_CALLBACKS_ENABLED="apsecrets.core.prefetch")
     assert result.returncode == 0, result.stdout + result.stderr
     for host in project.host_names():
         assert (tmp_path / "out" / f"{host}.conf").read_text().splitlines()[4] == (

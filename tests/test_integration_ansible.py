@@ -150,7 +150,12 @@ class TestPlay:
         old = "# managed\nuser=admin-Secret-3\npassword=pw-Old-9\ntoken=tok-Secret-2\nhost=h1\nold-Line-Secret\n"
         conf.write_text(old)
         (project / "out" / "h1.same").write_text("pw=pw-Secret-1\n")
-        result = play(project, "--check", "--diff", "--limit", "h1")
+        # The config found through the apsecrets_config variable, nothing beside the playbook.
+        (project / "conf").mkdir()
+        for name in ("apsecrets.yaml", "secrets.yaml"):
+            (project / name).rename(project / "conf" / name)
+        args = ("-e", "apsecrets_config=conf/apsecrets.yaml")
+        result = play(project, "--check", "--diff", "--limit", "h1", *args)
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
         assert conf.read_text() == old  # check mode writes nothing
