@@ -25,29 +25,6 @@ temporary file and copies to the host, as with any template.
 
 from __future__ import annotations
 
-DOCUMENTATION = r"""
-    name: template
-    author: jinja_apsecrets developers
-    short_description: ansible.builtin.template with inline secret references resolved
-    description:
-      - Renders a template exactly as M(ansible.builtin.template) does (same options, check
-        mode, diff, backup, validate) and replaces each inline secret reference
-        (C(<<CONNECTION|ap_sep_v1|PATH>>), or C({{CONNECTION|ap_sep_v1|PATH}})) with its value.
-      - All references of the template are fetched in one round, or none at all when the
-        C(apsecrets.core.prefetch) callback fetched them at play start.
-      - With C(--diff), both sides show references instead of values; lines of the old file
-        that cannot be mapped back to a reference are hidden.
-    options:
-      config:
-        description:
-          - The jinja_apsecrets config file; found as for the C(apsecrets.core.secret) lookup.
-        type: str
-      src:
-        description: As for M(ansible.builtin.template), as are all its other options.
-        type: path
-        required: true
-"""
-
 from typing import Any
 
 import jinja2
