@@ -9,6 +9,7 @@ servers and request counts are in test_ansible_play.py.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import jinja_apsecrets.integrations.ansible.lookup as legacy_lookup
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 ANSIBLE_GALAXY = Path(sys.executable).with_name("ansible-galaxy")
-COLLECTION = Path(__file__).resolve().parent.parent / "ansible_collections" / "apsecrets" / "core"
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTION = ROOT / "ansible_collections" / "apsecrets" / "core"
 VALUES = ("pw-Secret-1", "tok-Secret-2", "admin-Secret-3")
 
 TEMPLATE = """\
@@ -93,7 +95,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def play(
-    project: Path, *args: str, playbook: str = "site.yml", **env: str
+    project: Path, *args: str, playbook: str = "site.yml", inventory: str = "hosts", **env: str
 ) -> subprocess.CompletedProcess[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "APSECRETS_"))}
     environ.update(
@@ -104,9 +106,9 @@ def play(
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORKS="2",
         ANSIBLE_LOOKUP_PLUGINS=str(Path(legacy_lookup.__path__[0])),
-        **env,
     )
-    argv = [str(ANSIBLE_PLAYBOOK), "-i", "hosts", playbook, *args]
+    environ.update(env)
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", inventory, playbook, *args]
     return subprocess.run(
         argv, cwd=project, env=environ, capture_output=True, text=True, timeout=300, check=False
     )
@@ -200,6 +202,18 @@ class TestPlay:
         assert "VALIDATION: <<nowhere|ap_sep_v1|a:b>>: Unknown connection 'nowhere'" in output
         assert not (project / "out" / "h1.conf").exists()
         assert_no_values(output)
+
+
+def test_the_example_runs(tmp_path: Path) -> None:
+    example = tmp_path / "example"
+    shutil.copytree(ROOT / "examples" / "ansible", example, ignore=shutil.ignore_patterns("out"))
+    cfg = str(example / "ansible.cfg")
+    result = play(example, inventory="inventory.ini", ANSIBLE_CONFIG=cfg)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "password = example-db-Password-1" in (example / "out" / "web2-app.conf").read_text()
+    assert '"password": "example-db-Password-1"' in (example / "out" / "web3-db.json").read_text()
+    assert "example-" not in output
 
 
 class TestCollectionPackaging:
