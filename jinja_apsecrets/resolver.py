@@ -28,6 +28,7 @@ from .errors import (
     SecretValidationError,
 )
 from .fetching import DEFAULT_CONCURRENCY, Connection, Fetcher
+from .forksafe import track
 from .providers import get_provider_class
 from .providers.base import Locator, Provider
 from .walk import collect, rebuild
@@ -131,6 +132,17 @@ class Resolver:
         self._generation = 0
         self._fetcher = Fetcher(self._cache, self.max_workers)
         self._handed_out: set[str] | None = None
+        track(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (see :mod:`.forksafe`): cached values, memos and
+        settings stay, so warm renders need no request; locks, the pool, the
+        in-flight table and provider clients are rebuilt."""
+        self._lock = threading.Lock()
+        self._cache._after_fork()
+        self._fetcher._after_fork()
+        for conn in self._connections.values():
+            conn._after_fork()
 
     # -- configuration ---------------------------------------------------------
 

@@ -10,6 +10,7 @@ loaded only when needed; a missing SDK gives an install hint.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from importlib.metadata import entry_points
 
@@ -51,6 +52,16 @@ _EXTRAS: dict[str, str] = {
 _registry: dict[str, str | type[Provider]] = dict(_BUILTIN)
 _entry_points_loaded = False
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    # A thread of the parent may have held it while it forked.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _load_entry_points() -> None:
