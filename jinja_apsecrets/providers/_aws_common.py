@@ -61,6 +61,8 @@ AWS_FIELDS: Mapping[str, Field] = {
 WORKERS = 8
 
 HINT_CREDENTIALS = "Verify IAM credentials are correct"
+# A region becomes part of a hostname: anything but a region name is refused.
+_REGION_NAME = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
 HINT_REGION = "Ensure region is correct"
 HINT_NETWORK = "Check network connectivity and the connection's endpointUrl and region"
 
@@ -234,6 +236,9 @@ class AwsBase(Provider):
             raise fail("sessionToken needs accessKeyId and secretAccessKey")
         if out["profile"] and key_id is not None:
             raise fail("give either profile or accessKeyId/secretAccessKey, not both")
+        # Checked before any request, and never echoed (it may come from ${...}).
+        if out["region"] and not _REGION_NAME.fullmatch(out["region"]):
+            raise fail("region: expected an AWS region name such as us-east-1 or eu-west-2")
         url = out["endpointUrl"]
         if url and not url.startswith(("http://", "https://")):
             raise fail(f"endpointUrl must start with http:// or https://, got {url!r}")

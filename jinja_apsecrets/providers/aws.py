@@ -43,6 +43,7 @@ from .base import Document, Failure, FetchResult, Field, Locator, SecretId, spli
 __all__ = ["AwsProvider"]
 
 log = logging.getLogger(__name__)
+#: An AWS region name: us-east-1, eu-central-2, us-gov-west-1, us-isob-east-1 (engineer `safety`).
 
 #: Largest SecretIdList BatchGetSecretValue accepts.
 BATCH_SIZE = 20
