@@ -55,9 +55,9 @@ class Resolver:
     good value for that long past its expiry while a backend cannot be reached.
     ``timer`` is the clock (injectable for tests). ``audit`` receives one
     record per reference looked up (never a value); ``on_value`` is called
-    with every string value a lookup hands out (for redaction; it is not
-    pickled). ``max_workers`` caps the fetch pool (default: sized from the
-    connections' ``concurrency``).
+    with every string value a lookup hands out (for redaction; pickled with
+    the resolver, so it must not pickle values it keeps). ``max_workers``
+    caps the fetch pool (default: sized from the connections' ``concurrency``).
     """
 
     def __init__(
@@ -422,6 +422,15 @@ class Resolver:
         """Async :meth:`get`."""
         return _value(await self.lookup_async([(connection, path)]), (connection, path))
 
+    def prefetch(self, refs: Iterable[Ref]) -> None:
+        """Warm the cache for ``refs`` in one round (a job's references, before
+        its renders); errors are kept for when they are used."""
+        self.lookup(refs)
+
+    async def prefetch_async(self, refs: Iterable[Ref]) -> None:
+        """Async :meth:`prefetch`."""
+        await self.lookup_async(refs)
+
     # -- connection checks -----------------------------------------------------------
 
     def check(self, name: str) -> None:
@@ -514,11 +523,10 @@ class Resolver:
         return f"<Resolver connections=[{names}] cached={len(self._cache)}>"
 
     def __getstate__(self) -> dict[str, Any]:
-        # Settings and providers (rebuilt from their options) only: no cached
-        # secrets, locks, pools or SDK clients, and no on_value hook (it may
-        # hold values handed out).
+        # Settings, hooks and providers (rebuilt from their options) only: no
+        # cached secrets, locks, pools or SDK clients. A hook that keeps values
+        # (a Redactor) must leave them out of its own pickle.
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        state["on_value"] = None
         state["_policy"] = self._policy
         state["connection_ttl"] = self.connection_ttl
         state["_connections"] = {

@@ -325,11 +325,18 @@ class TestOnValue:
         r.get("mem", "plain")  # a cache hit is handed out too
         assert seen.count("plain-Secret-3") == 2
 
-    def test_never_pickled(self, mem: Any, clock: Any) -> None:
-        seen: list[str] = []
-        r = Resolver({"mem": mem}, timer=clock, on_value=seen.append)
+    def test_pickled_as_the_hook_pickles_itself(self, mem: Any, clock: Any) -> None:
+        from jinja_apsecrets.redaction import Redactor
+
+        redactor = Redactor()
+        r = Resolver({"mem": mem}, timer=clock, on_value=redactor.add)
         r.get("mem", "plain")
-        assert pickle.loads(pickle.dumps(r)).on_value is None
+        blob = pickle.dumps(r)
+        assert b"plain-Secret-3" not in blob  # the redactor leaves its values out
+        copy = pickle.loads(blob)
+        assert copy.on_value is not None
+        copy.get("mem", "plain")
+        assert copy.on_value.__self__.redact("x plain-Secret-3") == "x <redacted>"
 
 
 class TestMemos:
