@@ -279,8 +279,19 @@ class Fetcher:
         with self._lock:
             round_.queue.extend(batches)
             round_.lanes = lanes
-        for _ in range(lanes - (1 if helping else 0)):
-            self.executor.submit(self._drain, round_)
+        pool_lanes = lanes - (1 if helping else 0)
+        started = 0
+        try:
+            for _ in range(pool_lanes):
+                self.executor.submit(self._drain, round_)
+                started += 1
+        except BaseException:
+            # Lanes that never started (the caller's too: it raises instead of
+            # draining) count as done, or the connection would stay busy and its
+            # next round never start. The caller abandons the claims.
+            for _ in range(lanes - started):
+                self._lane_done(round_)
+            raise
 
     def _drain(self, round_: Round) -> None:
         """One lane: run batches of ``round_`` until its queue is empty."""

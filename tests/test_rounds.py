@@ -230,3 +230,33 @@ class TestStartup:
         )
         assert (tmp_path / "out.txt").read_text() == "a=env-value\n"
         assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+class TestFailures:
+    def test_a_pool_that_refuses_work_leaves_no_connection_busy(
+        self, secrets: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from jinja_apsecrets.fetching import Fetcher
+
+        provider = memory("mem", batch=5)
+        resolver = Resolver({"mem": provider}, timer=FakeClock())
+        refs = [("mem", f"{s}:{k}") for s, k in secrets]
+
+        def refuse(self: Fetcher) -> Any:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Fetcher, "executor", property(refuse))
+            with pytest.raises(RuntimeError):
+                resolver.get_many(refs)
+        # The claims were released and the connection is not left busy:
+        # the next lookup fetches (with a bounded wait, it would hang otherwise).
+        done = threading.Event()
+        results: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: (results.append(resolver.get_many(refs)), done.set())
+        )
+        thread.start()
+        assert done.wait(WAIT)
+        assert results[0][("mem", "s01:a")] == "value-1-a"
+        resolver.close()
