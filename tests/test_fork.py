@@ -19,11 +19,13 @@ import select
 import signal
 import threading
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import boto3
 import jinja2
 import pytest
+from servers import Server, start_moto
 from support import FakeClock
 
 from jinja_apsecrets import Resolver
@@ -221,4 +223,64 @@ class TestMultiprocessingFork:
                     proc.join()
         assert answers == [{"start": 0, "warm": 0, "cold_sync": 4, "cold_async": 8}] * 3
         assert [p.exitcode for p in procs] == [0, 0, 0]
+        resolver.close()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_moto(tmp_path_factory.mktemp("moto-fork") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.mark.server
+class TestRealSdkAcrossFork:
+    """The AWS provider (boto3 against moto_server): the parent's client and
+    its connections stay the parent's; the child builds its own on a cold fetch."""
+
+    def test_child_uses_its_own_client_warm_and_cold(self, moto: Server) -> None:
+        from jinja_apsecrets.providers.aws import AwsProvider
+
+        admin = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ).client("secretsmanager", endpoint_url=moto.url)
+        for i in range(3):
+            admin.create_secret(Name=f"fork/s{i}-{os.getpid()}", SecretString=f'{{"k": "v{i}"}}')
+        options = {
+            "region": "us-east-1",
+            "endpointUrl": moto.url,
+            "accessKeyId": "testing",
+            "secretAccessKey": "testing",
+        }
+        clock = FakeClock()
+        resolver = Resolver({"aws": AwsProvider("aws", options)}, timer=clock, ttl=2)
+        refs = [("aws", f"fork/s{i}-{os.getpid()}:k") for i in range(3)]
+        assert resolver.get_many(refs) == {ref: f"v{i}" for i, ref in enumerate(refs)}
+        parent_client = resolver.connections["aws"].client  # type: ignore[attr-defined]
+
+        def child() -> dict[str, Any]:
+            provider = resolver.connections["aws"]
+            client = provider.client  # type: ignore[attr-defined]
+            calls: list[str] = []
+            client.meta.events.register(
+                "before-call.secretsmanager", lambda model, **_: calls.append(model.name)
+            )
+            warm = resolver.get_many(refs)
+            warm_calls = len(calls)
+            clock.advance(3)
+            cold = asyncio.run(resolver.get_many_async(refs))
+            return {
+                "own_client": client is not parent_client,
+                "warm_calls": warm_calls,
+                "cold_calls": calls[warm_calls:],
+                "values": sorted(set(warm.values()) | set(cold.values())),
+            }
+
+        assert in_child(child) == {
+            "own_client": True,
+            "warm_calls": 0,
+            "cold_calls": ["BatchGetSecretValue"],
+            "values": ["v0", "v1", "v2"],
+        }
+        assert resolver.get_many(refs)[refs[0]] == "v0"  # the parent's client still works
         resolver.close()
