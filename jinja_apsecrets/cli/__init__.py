@@ -26,6 +26,7 @@ from .keys import encrypt, keygen
 from .refs import refs
 from .render import render
 from .resolve import resolve
+from .run import run
 
 __all__ = ["load_resolver", "main", "write_atomic"]
 
@@ -43,5 +44,5 @@ def main() -> None:
     """
 
 
-for command in (render, refs, check, resolve, keygen, encrypt):
+for command in (render, refs, check, resolve, keygen, encrypt, run):
     main.add_command(command)
