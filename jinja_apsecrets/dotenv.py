@@ -164,7 +164,8 @@ def _entry(text: str, pos: int, eol: int, lineno: int) -> tuple[int, Entry, tupl
     start = m.end()
     if not m["eq"]:
         if text[start:eol].strip():
-            raise DotenvError(f"expected '=' after {name}", lineno)
+            # The "name" of a malformed line may be a pasted value: not quoted.
+            raise DotenvError("expected NAME=value, a comment or a blank line", lineno)
         return eol, Entry(name, None, export=export), (start, start)
     opener = text[start : start + 1]
     if opener in ("'", '"'):
