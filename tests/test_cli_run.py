@@ -22,6 +22,10 @@ import boto3
 import hvac
 import pytest
 from servers import Server, closed_port, start_bao, start_moto
+from support import MemoryProvider
+
+from jinja_apsecrets.cli._environ import Source, references, resolve_values
+from jinja_apsecrets.resolver import OnMissing, Resolver
 
 PW = "s3cr3t-pw-1"
 TOKEN = "tok-Secret-22"
@@ -339,6 +343,60 @@ class TestSignals:
             read_until(proc.stdout.fileno(), b"ready\n")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(GUARD) == 128 + signal.SIGTERM
+
+
+# -- the environment's references, in-process ---------------------------------------------
+
+
+class TestResolveValues:
+    """:func:`resolve_values` with the in-memory provider of tests/support.py (a
+    double that counts its fetch calls)."""
+
+    def test_one_round_for_every_variable(self, resolver: Resolver, mem: MemoryProvider) -> None:
+        values = {
+            "A": "<<mem|ap_sep_v1|prod/db:password>>",
+            "B": "{{mem|ap_sep_v1|prod/db:username}}",
+            "C": "mem|ap_sep_v1|prod/api:token",
+            "D": "x=<<mem|ap_sep_v1|prod/db:password>>;y=<<mem|ap_sep_v1|plain>>",
+            "E": "nothing",
+        }
+        sources = {k: Source(k) for k in values}
+        out = resolve_values(resolver, values, sources, audit_name="run", on_missing=None)
+        assert out.values == {
+            "A": "pw-Secret-1",
+            "B": "admin",
+            "C": "tok-Secret-2",
+            "D": "x=pw-Secret-1;y=plain-Secret-3",
+        }
+        assert sorted(out.secrets) == sorted(
+            ["pw-Secret-1", "admin", "tok-Secret-2", "plain-Secret-3"]
+        )
+        assert len(mem.calls) == 1  # one fetch call: one round, all secrets in it
+
+    @pytest.mark.parametrize(
+        ("policy", "expected"),
+        [("keep", "mem|ap_sep_v1|prod/db:nope"), ("undefined", "")],
+    )
+    def test_missing_policy_on_a_bare_reference(
+        self, resolver: Resolver, policy: OnMissing, expected: str
+    ) -> None:
+        values = {"A": "mem|ap_sep_v1|prod/db:nope"}
+        out = resolve_values(
+            resolver, values, {"A": Source("A")}, audit_name="run", on_missing=policy
+        )
+        assert out.values == {"A": expected}
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            " mem|ap_sep_v1|plain",
+            "mem|ap_sep_v1|plain\n",
+            "say mem|ap_sep_v1|plain",
+            "mem|ap_sep_v1|",
+        ],
+    )
+    def test_bare_means_the_whole_value(self, value: str) -> None:
+        assert references(value) == []
 
 
 # -- real servers ------------------------------------------------------------------------
