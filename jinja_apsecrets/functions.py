@@ -1,5 +1,6 @@
-"""What templates call: the ``secret()`` global, the ``resolve_secrets`` filter,
-``install_secret_resolver`` and the missing-secret policies.
+"""What templates call: the ``secret()`` global, the ``resolve_secrets``,
+``b64encode`` and ``b64decode`` filters, ``install_secret_resolver`` and the
+missing-secret policies.
 
 These know nothing of how templates are compiled; the extension uses the
 helpers here for its own render-time calls.
@@ -7,6 +8,8 @@ helpers here for its own render-time calls.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -21,15 +24,20 @@ from markupsafe import Markup
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .reference import SEPARATOR
 from .resolver import ON_MISSING, OnMissing, Resolver
-from .undefined import MissingSecret, SecretText
+from .runs import RenderCache
+from .undefined import MissingSecret
+from .values import SecretText
 from .walk import collect, rebuild
 
 __all__ = [
+    "b64decode",
+    "b64encode",
     "install_secret_resolver",
     "missing_value",
     "no_resolver",
     "on_missing_policy",
     "printed_value",
+    "render_cache",
     "resolve_secrets",
     "secret",
 ]
@@ -64,7 +72,7 @@ def on_missing_policy(environment: Environment, resolver: Resolver) -> OnMissing
 
 
 def missing_value(
-    error: SecretsError, ref: Sequence[Any], policy: OnMissing, template: str | None
+    error: SecretsError, ref: Sequence[Any], template: str | None, *, policy: OnMissing
 ) -> Any:
     """What a failed reference prints under ``policy``; raises for ``error``."""
     conn, path, text, lineno = ref
@@ -90,7 +98,7 @@ def printed_value(
     """A looked-up value as a template gets it: ``SecretText``, or what
     ``policy`` makes of an error (see :func:`missing_value`)."""
     if isinstance(value, SecretsError):
-        value = missing_value(value, ref, policy, template)
+        value = missing_value(value, ref, template, policy=policy)
     return SecretText(value) if type(value) is str else value
 
 
@@ -118,6 +126,7 @@ def install_secret_resolver(
     env: Any = environment
     env.secret_resolver = resolver
     env.secret_on_missing = on_missing
+    env.secret_render_cache = RenderCache(resolver) if resolver is not None else None
     if bool(resolve_values) != bool(env.secret_resolve_values):
         env.secret_resolve_values = bool(resolve_values)
         if resolve_values:
@@ -174,12 +183,23 @@ class _ResolvingMixin(Context):
         return value
 
 
+def render_cache(environment: Environment, resolver: Resolver) -> RenderCache:
+    """The environment's cache of rendered runs and values for ``resolver``
+    (a new one if the resolver was set without ``install_secret_resolver``)."""
+    env: Any = environment
+    cache: RenderCache | None = env.secret_render_cache
+    if cache is None or cache.resolver is not resolver:
+        cache = env.secret_render_cache = RenderCache(resolver)
+    return cache
+
+
 @pass_context
 def secret(context: Context, connection: str, path: str) -> Any:
     """The function form: ``{{ secret("aws", "prod/tls:cert") | indent(4) }}``.
 
     Paths may be computed. Returns the value (``SecretText``), or under the
-    lenient policies the reference text or a :class:`MissingSecret`.
+    lenient policies the reference text or a :class:`MissingSecret`. Compiled
+    templates answer a warm call from the render cache before calling this.
     """
     env: Any = context.environment
     resolver: Resolver | None = env.secret_resolver
@@ -193,27 +213,37 @@ def secret(context: Context, connection: str, path: str) -> Any:
             template=name,
             lineno=lineno,
         )
-    text = f"<<{connection}|{SEPARATOR}|{path}>>"
+    ref = (connection, path)
+    generation = resolver.generation()
     if env.is_async:
-        return _secret_async(context, resolver, connection, path, text)
-    found = resolver.lookup([(connection, path)], template=context.name)
-    return _secret_value(context, resolver, (connection, path, text), found)
+        return _secret_async(context, resolver, ref, generation)
+    found = resolver.lookup([ref], template=context.name)
+    return _secret_value(context, resolver, ref, found[ref], generation)
 
 
 async def _secret_async(
-    context: Context, resolver: Resolver, conn: str, path: str, text: str
+    context: Context, resolver: Resolver, ref: tuple[str, str], generation: int
 ) -> Any:
-    found = await resolver.lookup_async([(conn, path)], template=context.name)
-    return _secret_value(context, resolver, (conn, path, text), found)
+    found = await resolver.lookup_async([ref], template=context.name)
+    return _secret_value(context, resolver, ref, found[ref], generation)
 
 
 def _secret_value(
-    context: Context, resolver: Resolver, ref: tuple[str, str, str], found: Any
+    context: Context,
+    resolver: Resolver,
+    ref: tuple[str, str],
+    found: tuple[str | SecretsError, float],
+    generation: int,
 ) -> Any:
-    value, _ = found[ref[:2]]
-    name, lineno = _location(context.name) if isinstance(value, SecretsError) else (None, None)
-    policy = on_missing_policy(context.environment, resolver)
-    return printed_value(value, (*ref, lineno), policy, name)
+    value, expires = found
+    if isinstance(value, SecretsError):
+        name, lineno = _location(context.name)
+        text = f"<<{ref[0]}|{SEPARATOR}|{ref[1]}>>"
+        policy = on_missing_policy(context.environment, resolver)
+        return printed_value(value, (*ref, text, lineno), policy, name)
+    concealed = SecretText(value)
+    render_cache(context.environment, resolver).store_value(ref, concealed, expires, generation)
+    return concealed
 
 
 @pass_context
@@ -247,3 +277,25 @@ def _rebuild(context: Context, value: Any, values: Any, policy: OnMissing) -> An
     if isinstance(result, str) and not isinstance(result, Markup):
         return SecretText(result)
     return result
+
+
+# -- base64, for manifests such as Kubernetes Secrets --------------------------------
+
+
+def b64encode(value: Any, encoding: str = "utf-8") -> str:
+    """Filter: ``value`` (text) base64-encoded. A secret stays a
+    :class:`SecretText`, so its encoding is hidden as the value is."""
+    data = value if isinstance(value, bytes) else str(value).encode(encoding)
+    encoded = base64.b64encode(data).decode("ascii")
+    return SecretText(encoded) if isinstance(value, SecretText) else encoded
+
+
+def b64decode(value: Any, encoding: str = "utf-8") -> str:
+    """Filter: base64 ``value`` decoded to text. A secret stays a
+    :class:`SecretText`; input that is not base64 (or not text once decoded)
+    is a ``ValueError`` that does not quote it."""
+    try:
+        decoded = base64.b64decode(str(value).encode("ascii"), validate=True).decode(encoding)
+    except (binascii.Error, UnicodeError):
+        raise ValueError(f"b64decode: the input is not base64 of {encoding} text") from None
+    return SecretText(decoded) if isinstance(value, SecretText) else decoded

@@ -3,6 +3,11 @@
 The input is never mutated. Containers without references come back as the
 same objects; strings are parsed once and resolved values are never parsed
 again (DESIGN.md rule 3).
+
+One rule for every way a value comes out (``secret()`` in a template,
+``resolve_secrets``, ``Resolver.resolve``): a string a value went into is a
+:class:`~jinja_apsecrets.values.SecretText`, a ``str`` whose repr hides it
+outside templates and which is never parsed for references again.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from typing import Any
 
 from .errors import SecretNotFoundError, SecretsError
 from .reference import Reference, find_references
-from .undefined import SecretText
+from .values import SecretText
 
 __all__ = ["collect", "rebuild", "substitute"]
 
@@ -50,7 +55,7 @@ def substitute(
         value = values[ref.key]
         if isinstance(value, SecretsError):
             return _missing(ref, value, on_missing, whole=True)
-        return value
+        return SecretText(value)
     out: list[str] = []
     pos = 0
     for ref in refs:
@@ -62,7 +67,7 @@ def substitute(
             out.append(value)
         pos = ref.end
     out.append(text[pos:])
-    return "".join(out)
+    return SecretText("".join(out))
 
 
 def _missing(ref: Reference, error: SecretsError, on_missing: str, *, whole: bool) -> str | None:
