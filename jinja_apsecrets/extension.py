@@ -69,7 +69,7 @@ from .prefetch import (
     collect_static_refs,
     plan_tokens,
 )
-from .reference import SEPARATOR, Reference, TemplateScanner
+from .reference import SEPARATOR, Reference, Segment, TemplateScanner
 from .resolver import OnMissing, Resolver
 from .runs import Pending, Ref, RenderCache, Run, conceal_found, render_runs, runs_from_spec
 
@@ -160,40 +160,98 @@ class SecretsExtension(Extension):
         if not any(s.ref is not None for s in segments):
             return original
         env = self.environment
+        # The lexer reads a line break in a string back as newline_sequence.
+        extra = len(env.newline_sequence) - 1
         out: list[str] = []
-        run: list[Reference] = []
+        run: list[int] = []  # indices of the run's reference segments
         pos = 0  # source is copied up to here
 
         def close() -> None:
             nonlocal pos
-            if run:
-                first, last = run[0], run[-1]
-                begin = env.block_start_string + ("-" if first.strip_before else "+")
-                end = ("-" if last.strip_after else "+") + env.block_end_string
+            if not run:
+                return
+            k, m = run[0], run[-1]
+            refs = [segments[i].ref for i in run]
+            first, last = refs[0], refs[-1]
+            assert first is not None
+            assert last is not None
+            begin = env.block_start_string + ("-" if first.strip_before else "+")
+            end = ("-" if last.strip_after else "+") + env.block_end_string
+            start = max(pos, self._lead(source, segments, k))
+            if start == first.start:
                 start = self._tag_start(source, pos, first.start, begin)
-                # text, then (connection, path, as written, text) per reference;
-                # the strings keep the span's line breaks, so lines do not move.
-                strings = [source[start : first.start]]
-                for i, ref in enumerate(run):
-                    after = source[ref.end : run[i + 1].start] if i + 1 < len(run) else ""
-                    strings += [ref.connection, ref.path, ref.text, after]
-                body = " ".join(map(_literal, strings))
-                out.append(f"{source[pos:start]}{begin} {RUN_TAG} {body} {end}")
-                pos = last.end
-                run.clear()
+            stop = self._tail(source, segments, m)
+            numbers: list[int] = []
+            at = lines = 0  # offset (as the lexer reads it) and line of `here`
+            here = start
+            for ref in refs:
+                assert ref is not None
+                breaks = source.count("\n", here, ref.start)
+                at += ref.start - here + extra * breaks
+                lines += breaks
+                here = ref.start
+                conn_at = ref.text.find(ref.connection)
+                path_at = ref.text.find(ref.path, ref.text.find(SEPARATOR) + len(SEPARATOR))
+                numbers += [at, len(ref.text), at + conn_at, len(ref.connection)]
+                numbers += [at + path_at, len(ref.path), lines]
+            layout = _literal(" ".join(map(str, numbers)))
+            # The span keeps its line breaks, so lines do not move.
+            span = _literal(source[start:stop])
+            out.append(f"{source[pos:start]}{begin} {RUN_TAG} {span} {layout} {end}")
+            pos = stop
+            run.clear()
 
-        for seg in segments:
+        for i, seg in enumerate(segments):
             if seg.ref is not None:
                 # References joined only by plain text form one run; Jinja
                 # syntax or whitespace control between them ends it.
-                if run and (seg.ref.strip_before or run[-1].strip_after):
+                previous = segments[run[-1]].ref if run else None
+                if previous is not None and (seg.ref.strip_before or previous.strip_after):
                     close()
-                run.append(seg.ref)
+                run.append(i)
             elif seg.kind == "jinja":
                 close()
         close()
         out.append(source[pos:])
         return "".join(out)
+
+    def _is_plain_variable(self, source: str, seg: Segment) -> tuple[bool, bool]:
+        """Whether ``seg`` is a ``{{ ... }}`` tag, and whether it strips the
+        whitespace before / after it (``{{-`` / ``-}}``)."""
+        env = self.environment
+        vs, ve = env.variable_start_string, env.variable_end_string
+        if seg.kind != "jinja" or not source.startswith(vs, seg.start):
+            return False, False
+        before = source.startswith("-", seg.start + len(vs))
+        after = source.endswith(ve, 0, seg.end) and source[seg.end - len(ve) - 1] == "-"
+        return not before, not after
+
+    def _lead(self, source: str, segments: list[Segment], k: int) -> int:
+        """Where the run may start: the plain text before its first reference
+        joins it when nothing in Jinja changes that text (it follows the
+        template's start or a ``{{ }}`` tag without ``-``)."""
+        first = segments[k]
+        if first.ref is None or first.ref.strip_before or k == 0 or segments[k - 1].kind != "data":
+            return first.start
+        if k == 1:
+            return segments[0].start
+        _, plain_after = self._is_plain_variable(source, segments[k - 2])
+        return segments[k - 1].start if plain_after else first.start
+
+    def _tail(self, source: str, segments: list[Segment], m: int) -> int:
+        """Where the run may end: the plain text after its last reference joins
+        it when it runs to the end of the template (less a final line break,
+        which the lexer may drop) or to a ``{{ }}`` tag without ``-``."""
+        last = segments[m]
+        if last.ref is None or last.ref.strip_after:
+            return last.end
+        if m + 1 >= len(segments) or segments[m + 1].kind != "data":
+            return last.end
+        data = segments[m + 1]
+        if m + 2 >= len(segments):
+            return data.end - 1 if source.endswith("\n", 0, data.end) else data.end
+        plain_before, _ = self._is_plain_variable(source, segments[m + 2])
+        return data.end if plain_before else last.end
 
     def _tag_start(self, source: str, low: int, start: int, begin: str) -> int:
         """Where the tag may start: text right before it must not run into its
@@ -242,24 +300,25 @@ class SecretsExtension(Extension):
         )
         if not scope.names:
             return nodes.ExprStmt(call, lineno=lineno)
-        target = nodes.Tuple([nodes.Name(n, "store") for n in scope.names], "store")
+        target = nodes.Tuple([_internal_name(n, lineno) for n in scope.names], "store")
         return nodes.Assign(target, call, lineno=lineno)
 
     def _run_node(self, parser: Parser, planned: PlannedRun, lineno: int) -> nodes.Node:
-        run = planned.run
-        for ref in run.refs:
-            self._validate(parser, ref)
+        run, pieces = planned.run, planned.pieces
+        for piece in pieces:
+            if isinstance(piece, Ref):
+                self._validate(parser, piece)
         if not run.split:
-            return nodes.Output([nodes.Name(planned.names[0], "load")], lineno=lineno)
+            return nodes.Output([_internal_name(planned.names[0], lineno)], lineno=lineno)
         # Each value printed by Jinja, which applies finalize and escaping to
         # values only, never to the template text between them.
         children: list[nodes.Expr] = []
         names = iter(planned.names)
-        for piece in run.pieces:
+        for piece in pieces:
             if isinstance(piece, str):
                 children.append(nodes.TemplateData(piece))
             else:
-                value = nodes.Name(next(names), "load")
+                value = _internal_name(next(names), lineno)
                 children.append(nodes.Filter(value, VALUE_FILTER, [], [], None, None))
         return nodes.Output(children, lineno=lineno)
 
@@ -283,6 +342,16 @@ class SecretsExtension(Extension):
             resolver.validate(conn, path)
         except SecretsError as exc:
             raise fail(exc.message, exc.hint) from None
+
+
+def _internal_name(name: str, lineno: int) -> nodes.InternalName:
+    """A name of the compiled code that is no template variable: not looked up
+    in the context, not exported, not shown in Jinja's rewritten tracebacks.
+    Made as ``Parser.free_identifier`` makes one, with a name chosen when the
+    tokens were planned (the prefetch binds it, the run reads it)."""
+    rv = object.__new__(nodes.InternalName)
+    nodes.Node.__init__(rv, name, lineno=lineno)
+    return rv
 
 
 # -- what compiled templates call -------------------------------------------------------

@@ -5,10 +5,10 @@
 gets, with everything the parser needs riding in it (nothing is handed over on
 the side):
 
-* each run tag written by ``preprocess`` (``__apsecrets__`` followed by its
-  text and reference strings) becomes one token holding a :class:`PlannedRun`:
-  the run's pieces, with each reference's line, and the local names its
-  elements are bound to;
+* each run tag written by ``preprocess`` (``__apsecrets__`` followed by the
+  run's text and the layout of its references) becomes one token holding a
+  :class:`PlannedRun`: the :class:`~jinja_apsecrets.runs.Run` and the internal
+  names its elements are bound to;
 * in front of the template, and right after each ``{% block %}`` tag that holds
   runs, a prefetch tag holding a :class:`Scope`: the runs of that template or
   block, compiled into one call that renders them all into a tuple bound to
@@ -45,7 +45,7 @@ from jinja2 import Environment, Template
 from jinja2.exceptions import TemplateSyntaxError
 from jinja2.lexer import Token, TokenStream
 
-from .runs import Ref, Run
+from .runs import Piece, Ref, Run
 
 __all__ = [
     "BLOCK_MARK",
@@ -84,9 +84,10 @@ RefKey = tuple[str, str]
 
 
 class PlannedRun(NamedTuple):
-    """A run, and the names its elements are bound to."""
+    """A run, its pieces, and the names its elements are bound to."""
 
     run: Run
+    pieces: tuple[Piece, ...]
     names: tuple[str, ...]
 
 
@@ -138,22 +139,19 @@ class _OpenScope:
         self.label = label
         self.insert_at = insert_at
         self.lineno = lineno
-        self.runs: list[tuple[int, Run]] = []  # (index in the output, run)
+        self.runs: list[tuple[int, Run, tuple[Piece, ...]]] = []  # index in the output, ...
 
 
-def _run_of(strings: list[Token], lineno: int, split: bool) -> Run | None:
-    """The run written by preprocess as ``text (conn path as-written text)*``."""
-    if len(strings) < 5 or (len(strings) - 1) % 4:
+def _run_of(strings: list[Token], lineno: int, split: bool) -> tuple[Run, tuple[Piece, ...]] | None:
+    """The run written by preprocess as two strings (its text and its layout),
+    and its pieces."""
+    if len(strings) != 2:
         return None
-    pieces: list[str | Ref] = []
-    for i, token in enumerate(strings):
-        if i % 4 == 0:
-            if token.value:
-                pieces.append(token.value)
-        elif i % 4 == 1:
-            conn, path, text = (t.value for t in strings[i : i + 3])
-            pieces.append(Ref(conn, path, text, token.lineno))
-    return Run(tuple(pieces), lineno, split)
+    run = Run(strings[0].value, strings[1].value, lineno, split)
+    try:
+        return run, run.pieces
+    except (ValueError, IndexError):
+        return None
 
 
 def plan_tokens(
@@ -189,12 +187,12 @@ def plan_tokens(
                 while j < n and tokens[j].type == "string":
                     j += 1
                 inner = autoescape_depth > 0
-                run = _run_of(tokens[i + 2 : j], token.lineno, split or inner)
-                if run is not None and j < n and tokens[j].type in _TAG_END:
-                    refs.update(dict.fromkeys(r.key for r in run.refs))
+                planned = _run_of(tokens[i + 2 : j], token.lineno, split or inner)
+                if planned is not None and j < n and tokens[j].type in _TAG_END:
+                    refs.update(dict.fromkeys(p.key for p in planned[1] if isinstance(p, Ref)))
                     out.append(token)
                     out.append(tokens[i + 1])
-                    scopes[-1].runs.append((len(out), run))
+                    scopes[-1].runs.append((len(out), *planned))
                     out.append(token)  # placeholder: the run token, once named
                     out.append(tokens[j])
                     i = j + 1
@@ -292,7 +290,7 @@ def _close(
     """Name the scope's runs and put its prefetch tag in front of it."""
     if not scope.runs and manifest is None:
         return
-    runs = tuple(run.as_constant() for _, run in scope.runs)
+    runs = tuple(tuple(run) for _, run, _ in scope.runs)
     if manifest is not None:
         spec: tuple[Any, ...] = (MARK, manifest[0], manifest[1], runs)
     else:
@@ -301,10 +299,11 @@ def _close(
     autoescape = bool(auto(name) if callable(auto) else auto)
     scope_id = _digest(f"{name}\0{scope.label}\0{autoescape}\0{spec!r}")
     all_names: list[str] = []
-    for index, run in scope.runs:
-        names = tuple(f"_apsecrets_{scope_id[:12]}_{len(all_names) + k}" for k in range(run.size))
+    for index, run, pieces in scope.runs:
+        size = sum(isinstance(p, Ref) for p in pieces) if run.split else 1
+        names = tuple(f"aps_{scope_id[:12]}_{len(all_names) + k}" for k in range(size))
         all_names.extend(names)
-        out[index] = _token(out[index].lineno, RUN_TOKEN, PlannedRun(run, names))
+        out[index] = _token(out[index].lineno, RUN_TOKEN, PlannedRun(run, pieces, names))
     tag = [
         Token(scope.lineno, "block_begin", ""),
         Token(scope.lineno, "name", PREFETCH_TAG),

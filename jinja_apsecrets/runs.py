@@ -21,6 +21,13 @@ only if) the template prints it, so an error names the run's line and a run in
 a branch that is not taken never fails. Errors are decided before any text is
 joined, and values stay :class:`~jinja_apsecrets.values.SecretText` until
 joined, so no frame on an error's traceback shows a value.
+
+A joined run is a plain ``str`` (``Markup`` when autoescaped): Jinja prints
+each element with ``str()``, which copies a ``str`` subclass and returns a
+plain ``str`` as it is. The compiled template binds the elements to internal
+names, which are neither template variables nor context entries, so Jinja's
+rewritten tracebacks (whose template frames show the template's variables)
+never show them; only this cache holds them between renders.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 from markupsafe import Markup, escape
 
 from .errors import SecretsError
-from .values import SecretMarkup, SecretText
+from .values import SecretText
 
 if TYPE_CHECKING:
     from .resolver import Resolver
@@ -58,33 +65,46 @@ Piece = Union[str, Ref]  # noqa: UP007 - a runtime alias, also read by isinstanc
 
 
 class Run(NamedTuple):
-    """Template text and references, in order, as one printed unit."""
+    """Template text and references, in order, as one printed unit.
 
-    pieces: tuple[Piece, ...]
+    Written by ``preprocess`` as the run's text (``span``) and a ``layout`` of
+    seven integers per reference, offsets into ``span``: the reference's text,
+    connection and path (start and length each) and its line within the run.
+    One string and one short index per run keep the lexer's work and the
+    compiled constant small.
+    """
+
+    span: str
+    layout: str
     lineno: int
     split: bool
+
+    @property
+    def pieces(self) -> tuple[Piece, ...]:
+        """Text and references in order (references with their template line)."""
+        numbers = [int(n) for n in self.layout.split()]
+        span = self.span
+        pieces: list[Piece] = []
+        pos = 0
+        for k in range(0, len(numbers), 7):
+            start, length, co, cl, po, pl, dl = numbers[k : k + 7]
+            if start > pos:
+                pieces.append(span[pos:start])
+            conn, path = span[co : co + cl], span[po : po + pl]
+            pieces.append(Ref(conn, path, span[start : start + length], self.lineno + dl))
+            pos = start + length
+        if pos < len(span):
+            pieces.append(span[pos:])
+        return tuple(pieces)
 
     @property
     def refs(self) -> tuple[Ref, ...]:
         return tuple(p for p in self.pieces if not isinstance(p, str))
 
-    @property
-    def size(self) -> int:
-        """How many elements the run takes: one, or one per reference (split)."""
-        return len(self.refs) if self.split else 1
 
-    def as_constant(self) -> tuple[Any, ...]:
-        """The run as plain tuples, as compiled code can hold it."""
-        pieces = tuple(p if isinstance(p, str) else tuple(p) for p in self.pieces)
-        return (pieces, self.lineno, self.split)
-
-
-def runs_from_spec(spec: tuple[Any, ...]) -> tuple[Run, ...]:
-    """The runs compiled as constants (see :meth:`Run.as_constant`)."""
-    return tuple(
-        Run(tuple(p if isinstance(p, str) else Ref(*p) for p in pieces), lineno, split)
-        for pieces, lineno, split in spec
-    )
+def runs_from_spec(spec: tuple[tuple[str, str, int, bool], ...]) -> tuple[Run, ...]:
+    """The runs compiled as constants (each a plain tuple of a :class:`Run`'s fields)."""
+    return tuple(Run(*run) for run in spec)
 
 
 Found = Mapping[tuple[str, str], "str | SecretsError"]
@@ -153,9 +173,7 @@ def _join(
             continue
         value = values[piece.key]
         parts.append(escape(value) if autoescape else value)  # type: ignore[arg-type]
-    if autoescape:
-        return SecretMarkup(Markup("").join(parts))
-    return SecretText("".join(parts))
+    return Markup("").join(parts) if autoescape else "".join(parts)
 
 
 def render_runs(
@@ -172,19 +190,20 @@ def render_runs(
     elements: list[Any] = []
     complete = True
     for run in runs:
+        pieces = run.pieces
         if run.split:
-            for ref in run.refs:
+            for ref in (p for p in pieces if not isinstance(p, str)):
                 value = values[ref.key]
                 if isinstance(value, SecretsError):
                     elements.append(Pending((ref,), values, decide, template))
                     complete = False
                 else:
                     elements.append(value)
-        elif any(isinstance(values[r.key], SecretsError) for r in run.refs):
-            elements.append(Pending(run.pieces, values, decide, template))
+        elif any(isinstance(values[p.key], SecretsError) for p in pieces if isinstance(p, Ref)):
+            elements.append(Pending(pieces, values, decide, template))
             complete = False
         else:
-            elements.append(_join(run.pieces, values, autoescape, {}))
+            elements.append(_join(pieces, values, autoescape, {}))
     return tuple(elements), complete
 
 

@@ -13,8 +13,6 @@ frame locals after the render has failed, when no template frame is on its
 stack. A reporter called from inside a running template (a function the
 template calls that captures locals) would see the value, as it would see any
 other variable of that template.
-
-:class:`SecretMarkup` is the same for autoescaped output.
 """
 
 from __future__ import annotations
@@ -22,9 +20,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from markupsafe import Markup
-
-__all__ = ["SecretMarkup", "SecretText", "conceal", "in_template"]
+__all__ = ["SecretText", "conceal", "in_template"]
 
 
 def in_template() -> bool:
@@ -49,17 +45,6 @@ class SecretText(str):
         return f"<SecretText len={len(self)}>"
 
 
-class SecretMarkup(Markup):
-    """Autoescaped text holding resolved values; its repr hides them outside templates."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        if in_template():
-            return Markup.__repr__(self)
-        return f"<SecretMarkup len={len(self)}>"
-
-
 def conceal(value: Any) -> Any:
     """``value`` as :class:`SecretText` if it is a plain string, else unchanged."""
     return SecretText(value) if type(value) is str else value
@@ -78,7 +63,6 @@ def _register_yaml() -> None:
 
     for dumper in (yaml.SafeDumper, yaml.Dumper):
         dumper.add_representer(SecretText, represent)
-        dumper.add_representer(SecretMarkup, represent)
 
 
 _register_yaml()
