@@ -56,6 +56,7 @@ from .functions import (
     render_cache,
     resolve_secrets,
     secret,
+    then,
 )
 from .prefetch import (
     CALL_FILTER,
@@ -393,12 +394,8 @@ def _render_scope(
     if not refs:
         return finish({})
     if env.is_async:
-        return _lookup_async(resolver, list(refs), name, finish)
+        return then(resolver.lookup_async(list(refs), template=name), finish)
     return finish(resolver.lookup(list(refs), template=name))
-
-
-async def _lookup_async(resolver: Resolver, refs: Any, name: str | None, finish: Any) -> Any:
-    return finish(await resolver.lookup_async(refs, template=name))
 
 
 def _finish(

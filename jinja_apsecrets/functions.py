@@ -12,19 +12,19 @@ import base64
 import binascii
 import logging
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 from jinja2 import pass_context
 from jinja2.environment import Environment
 from jinja2.runtime import Context
 from jinja2.utils import missing
-from markupsafe import Markup
 
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .reference import SEPARATOR
 from .resolver import ON_MISSING, OnMissing, Resolver
-from .runs import RenderCache
+from .runs import RenderCache, conceal_found
 from .undefined import MissingSecret
 from .values import SecretText
 from .walk import collect, rebuild
@@ -40,9 +40,13 @@ __all__ = [
     "render_cache",
     "resolve_secrets",
     "secret",
+    "then",
 ]
 
 log = logging.getLogger("jinja_apsecrets")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def no_resolver(template: str | None, lineno: int | None) -> SecretValidationError:
@@ -172,13 +176,10 @@ class _ResolvingMixin(Context):
             return done[key]
         env: Any = self.environment
         resolver: Resolver | None = env.secret_resolver
-        if resolver is not None and collect(value):
-            try:
-                value = resolver.resolve(value, on_missing=on_missing_policy(env, resolver))
-            except SecretsError as exc:
-                raise exc.locate(*_location(self.name)) from None
-            if isinstance(value, str):
-                value = SecretText(value)
+        refs = collect(value) if resolver is not None else []
+        if resolver is not None and refs:
+            policy = on_missing_policy(env, resolver)
+            value = _rebuilt(self, value, resolver.lookup({r.key for r in refs}), policy)
         done[key] = value
         return value
 
@@ -215,27 +216,20 @@ def secret(context: Context, connection: str, path: str) -> Any:
         )
     ref = (connection, path)
     generation = resolver.generation()
+    finish = partial(_secret_value, context, resolver, ref, generation)
     if env.is_async:
-        return _secret_async(context, resolver, ref, generation)
-    found = resolver.lookup([ref], template=context.name)
-    return _secret_value(context, resolver, ref, found[ref], generation)
-
-
-async def _secret_async(
-    context: Context, resolver: Resolver, ref: tuple[str, str], generation: int
-) -> Any:
-    found = await resolver.lookup_async([ref], template=context.name)
-    return _secret_value(context, resolver, ref, found[ref], generation)
+        return then(resolver.lookup_async([ref], template=context.name), finish)
+    return finish(resolver.lookup([ref], template=context.name))
 
 
 def _secret_value(
     context: Context,
     resolver: Resolver,
     ref: tuple[str, str],
-    found: tuple[str | SecretsError, float],
     generation: int,
+    found: Mapping[tuple[str, str], tuple[str | SecretsError, float]],
 ) -> Any:
-    value, expires = found
+    value, expires = found[ref]
     if isinstance(value, SecretsError):
         name, lineno = _location(context.name)
         text = f"<<{ref[0]}|{SEPARATOR}|{ref[1]}>>"
@@ -253,30 +247,31 @@ def resolve_secrets(context: Context, value: Any) -> Any:
     resolver: Resolver | None = env.secret_resolver
     if resolver is None:
         raise no_resolver(*_location(context.name))
-    policy = on_missing_policy(env, resolver)
     refs = collect(value)
     if not refs:
         return value
+    policy = on_missing_policy(env, resolver)
     keys = {r.key for r in refs}
     if env.is_async:
-        return _resolve_async(context, resolver, value, keys, policy)
-    return _rebuild(context, value, resolver.get_many(keys), policy)
+        found = resolver.lookup_async(keys, template=context.name)
+        return then(found, lambda f: _rebuilt(context, value, f, policy))
+    return _rebuilt(context, value, resolver.lookup(keys, template=context.name), policy)
 
 
-async def _resolve_async(
-    context: Context, resolver: Resolver, value: Any, keys: Any, policy: OnMissing
-) -> Any:
-    return _rebuild(context, value, await resolver.get_many_async(keys), policy)
-
-
-def _rebuild(context: Context, value: Any, values: Any, policy: OnMissing) -> Any:
+def _rebuilt(context: Context, value: Any, found: Any, policy: OnMissing) -> Any:
+    """``value`` with the looked-up references written in (see :func:`rebuild`)."""
+    values, _ = conceal_found(found)
+    del found  # from here on, this frame holds values only as SecretText
     try:
-        result = rebuild(value, values, policy)
+        return rebuild(value, values, policy)
     except SecretsError as exc:
         raise exc.locate(*_location(context.name)) from None
-    if isinstance(result, str) and not isinstance(result, Markup):
-        return SecretText(result)
-    return result
+
+
+async def then(awaitable: Awaitable[T], finish: Callable[[T], R]) -> R:
+    """``finish`` applied to what ``awaitable`` gives: the async door of a
+    helper whose sync door calls ``finish`` directly (one body for both)."""
+    return finish(await awaitable)
 
 
 # -- base64, for manifests such as Kubernetes Secrets --------------------------------
