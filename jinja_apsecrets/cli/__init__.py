@@ -27,6 +27,7 @@ from .refs import refs
 from .render import render
 from .resolve import resolve
 from .run import run
+from .watch import watch
 
 __all__ = ["load_resolver", "main", "write_atomic"]
 
@@ -46,3 +47,4 @@ def main() -> None:
 
 for command in (render, refs, check, resolve, keygen, encrypt, run):
     main.add_command(command)
+main.add_command(watch)

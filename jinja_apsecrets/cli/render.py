@@ -1,79 +1,57 @@
 """``render``: a template, or a tree of them, to files or stdout.
 
-Every template renders before any file is written, and on any error nothing
-is written (see :mod:`._output`). Outputs are written atomically with mode
-0600 unless ``--mode`` says otherwise.
+The flow is :mod:`._rendering`'s: plan jobs (outputs checked for links),
+collect the variables, render every template into memory, write. Every
+template renders before any file is written, and on any error nothing is
+written. Outputs are written atomically with mode 0600 (folders 0700) unless
+``--mode`` says otherwise, and only if their bytes or mode change (see
+:mod:`._output`). ``--dry-run`` stops before writing and lists what would
+change, never a value.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
 from ..resolver import OnMissing
 from ._audit import Reporter
-from ._errors import EXIT_CODES_HELP, UsageProblem, report
-from ._options import (
-    audit_option,
-    config_option,
-    exclude_option,
-    guarded,
-    mode_option,
-    on_missing_option,
-    pattern_option,
-    session,
-    vars_option,
-    verbose_option,
-    worst,
-)
-from ._output import OutputSet
+from ._errors import EXIT_CODES_HELP, report
+from ._options import guarded, session, worst
+from ._output import Change
 from ._rendering import (
-    load_vars,
-    make_environment,
-    merge,
-    parse_assignments,
-    plan_file,
-    plan_tree,
-    render_jobs,
-    resolve_data,
+    Plan,
+    Rendered,
+    Request,
+    build_outputs,
+    plan_request,
+    render_options,
+    render_plan,
 )
 
 __all__ = ["render"]
 
 
 @click.command(epilog=EXIT_CODES_HELP)
-@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument(
+    "source", type=click.Path(exists=True, allow_dash=True, path_type=Path), metavar="SOURCE"
+)
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
     help="Output file (or folder, for a folder SOURCE). Default for a file: stdout.",
 )
-@config_option
-@vars_option
+@render_options
 @click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A template variable (repeatable; a.b=x nests; values are strings). Wins over --vars.",
+    "--dry-run",
+    is_flag=True,
+    help="Render, then list which outputs would be created, changed or left "
+    "unchanged; write nothing, print no value.",
 )
-@pattern_option
-@exclude_option
-@click.option(
-    "--copy",
-    "copies",
-    multiple=True,
-    metavar="GLOB",
-    help="Also copy files of a tree matching GLOB, unrendered (repeatable).",
-)
-@mode_option
-@on_missing_option
-@audit_option
-@verbose_option
 @guarded
 def render(
     source: Path,
@@ -88,56 +66,74 @@ def render(
     on_missing: OnMissing | None,
     audit_log: str | None,
     verbose: int,
+    dry_run: bool,
 ) -> None:
     """Render SOURCE, a template or a folder of templates, with its secrets.
 
-    A file renders to OUTPUT or stdout. A folder renders to the folder OUTPUT,
-    mirroring the tree: files matching --pattern are rendered (app.conf.j2 ->
-    app.conf), --copy files are copied, nothing else. Every template renders
-    before any file is written; if one fails, nothing is written. Files are
-    written atomically with --mode.
+    A file renders to OUTPUT or stdout; SOURCE '-' reads the template from
+    stdin. A folder renders to the folder OUTPUT, mirroring the tree: files
+    matching --pattern are rendered (app.conf.j2 -> app.conf), --copy files are
+    copied, nothing else. Every template renders before any file is written;
+    if one fails, nothing is written. Files are written atomically with
+    --mode, and only if they change; a symbolic link inside OUTPUT is refused.
     """
     reporter = Reporter(verbose)
-    if source.is_dir():
-        if output is None or str(output) == "-":
-            raise UsageProblem("rendering a folder needs -o OUTPUT_FOLDER")
-        if output.exists() and not output.is_dir():
-            raise UsageProblem(f"{output}: exists and is not a folder")
-        plan = plan_tree(source, output, patterns, excludes, copies)
-        if not plan.jobs:
-            click.echo(f"warning: no file under {source} matches {', '.join(patterns)}", err=True)
-    else:
-        plan = plan_file(source, None if str(output) == "-" else output, patterns)
-    for job in plan.jobs:
-        if job.output is not None and job.output.resolve() == Path(job.file).resolve():
-            raise UsageProblem(f"{job.file}: the output would overwrite the template")
+    stdin_text = sys.stdin.read() if str(source) == "-" else None
+    request = Request(
+        source=source,
+        output=output,
+        vars_files=tuple(vars_files),
+        assignments=tuple(assignments),
+        patterns=tuple(patterns),
+        excludes=tuple(excludes),
+        copies=tuple(copies),
+        mode=mode,
+        on_missing=on_missing,
+        stdin_text=stdin_text,
+    )
+    plan = plan_request(request)
+    if not plan.jobs and source.is_dir():
+        click.echo(f"warning: no file under {source} matches {', '.join(patterns)}", err=True)
 
     with session(config, audit_log, reporter) as resolver:
-        variables: dict[str, Any] = {}
-        for file in vars_files:
-            variables = merge(variables, resolve_data(resolver, load_vars(file), file, on_missing))
-            reporter.info(f"vars: {file}")
-        if assignments:
-            sets = resolve_data(resolver, parse_assignments(assignments), "--set", on_missing)
-            variables = merge(variables, sets)
-        env = make_environment(plan.root, resolver, on_missing)
-        texts, failures = render_jobs(env, plan.jobs, variables, progress=not reporter)
+        rendered = render_plan(resolver, plan, request, reporter, progress=not reporter)
 
-    if failures:
-        codes = {report(exc, template=job.file, root=plan.root) for job, exc in failures}
-        written = "; nothing was written" if any(j.output for j in plan.jobs) else ""
+    if rendered.failures:
+        codes = {report(exc, template=job.file, root=plan.root) for job, exc in rendered.failures}
+        written = "; nothing was written" if plan.output_root is not None else ""
         click.echo(
-            f"error: {len(failures)} of {len(plan.jobs)} templates failed{written}", err=True
+            f"error: {len(rendered.failures)} of {len(plan.jobs)} templates failed{written}",
+            err=True,
         )
         raise click.exceptions.Exit(worst(codes))
-    outputs = OutputSet()
-    for job, text in texts.items():
+    write(plan, rendered, mode, reporter, dry_run=dry_run)
+
+
+def write(plan: Plan, rendered: Rendered, mode: int, reporter: Reporter, *, dry_run: bool) -> None:
+    """Step 4: print the stdout jobs, write (or with ``dry_run``, list) the files."""
+    for job, text in rendered.texts.items():
         reporter.info(f"rendered {job.file}")
         if job.output is None:
-            click.echo(text, nl=False)
-        else:
-            outputs.add(job.output, text, mode)
-    for src, dst in plan.copies:
-        outputs.add(dst, src.read_bytes(), src.stat().st_mode & 0o7777)
-    for path in outputs.commit():
-        reporter.info(f"wrote {path}")
+            if dry_run:
+                click.echo(f"{'print':<10} <stdout> ({job.file})")
+            else:
+                click.echo(text, nl=False)
+    outputs = build_outputs(plan, rendered, mode)
+    if outputs is None:
+        return
+    if dry_run:
+        changes = outputs.changes()
+        for change in changes:
+            click.echo(f"{change.status:<10} {change.path}")
+        click.echo(f"dry run: {summary(changes)}; nothing was written", err=True)
+        return
+    written = set(outputs.commit())
+    for path in outputs.paths():
+        reporter.info(f"{'wrote' if path in written else 'unchanged'} {path}")
+
+
+def summary(changes: Sequence[Change]) -> str:
+    """``1 to create, 2 to change, 3 unchanged``."""
+    count = {status: sum(c.status == status for c in changes) for status in ("create", "change")}
+    unchanged = len(changes) - count["create"] - count["change"]
+    return f"{count['create']} to create, {count['change']} to change, {unchanged} unchanged"

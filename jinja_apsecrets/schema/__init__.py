@@ -35,7 +35,14 @@ FILE_NAME = "apsecrets.schema.json"
 #: The providers this package ships (plugins are not described).
 BUILTIN_PROVIDERS = ("aws", "hashicorp", "onepassword", "cyberark-conjur", "env", "file")
 
-_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "number"}
+_JSON_TYPES = {
+    str: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    dict: "object",
+    list: "array",
+}
 _SECONDS = {"type": "number", "minimum": 0}
 
 
