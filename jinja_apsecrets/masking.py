@@ -12,6 +12,9 @@ tries longer values first: scanning left to right, at the first position where
 some value occurs, the longest value occurring there is replaced, and the scan
 goes on after it. Replacements are never scanned again.
 
+Besides each value as a whole, its trimmed form and each line of a multi-line
+value are masked (:func:`maskable`): programs strip and split what they print.
+
 What is held back is at most ``len(longest value) - 1`` bytes, and only bytes
 that could start a value given more input: output with no value in it passes
 through as soon as it is read, byte for byte.
@@ -20,7 +23,7 @@ through as soon as it is read, byte for byte.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 __all__ = ["CONCEALED", "MIN_LENGTH", "StreamMasker", "mask", "maskable"]
 
@@ -32,10 +35,28 @@ CONCEALED = b"<concealed by jinja-apsecrets>"
 MIN_LENGTH = 3
 
 
+def _variants(value: str) -> Iterator[str]:
+    """``value`` and the forms a program is likely to print it in: without
+    surrounding blanks (a value stored with its file's trailing newline), and
+    each line of a multi-line value (a PEM key logged line by line)."""
+    yield value
+    yield value.strip()
+    if "\n" in value or "\r" in value:
+        for line in value.splitlines():
+            yield line.strip()
+
+
 def maskable(values: Iterable[str]) -> list[bytes]:
-    """The UTF-8 bytes of the ``values`` worth masking (at least
-    :data:`MIN_LENGTH` characters), without duplicates, longest first."""
-    found = {v.encode("utf-8") for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH}
+    """The UTF-8 bytes to mask for ``values`` (each value and its
+    :func:`_variants`, at least :data:`MIN_LENGTH` characters), without
+    duplicates, longest first."""
+    found = {
+        form.encode("utf-8")
+        for value in values
+        if isinstance(value, str)
+        for form in _variants(value)
+        if len(form) >= MIN_LENGTH
+    }
     return sorted(found, key=lambda b: (-len(b), b))
 
 

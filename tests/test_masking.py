@@ -33,6 +33,13 @@ class TestMask:
     def test_utf8_values(self) -> None:
         assert mask("pw=pässwörd\n".encode(), ["pässwörd"]) == b"pw=" + C + b"\n"
 
+    def test_trimmed_values_and_lines_of_multiline_values(self) -> None:
+        pem = "-----BEGIN KEY-----\nMIIBsecretbody\n-----END KEY-----\n"
+        out = mask(b"key: MIIBsecretbody\nraw: s3cret.\n", [pem, "s3cret\n"])
+        assert out == b"key: " + C + b"\nraw: " + C + b".\n"
+        assert mask(pem.encode(), [pem]) == C
+        assert maskable(["ab\ncd"]) == [b"ab\ncd"]  # lines shorter than 3 are not masked
+
     def test_no_values_passes_through(self) -> None:
         assert mask(b"anything", []) == b"anything"
 
