@@ -8,9 +8,11 @@ value, and so gives, for any split of the input, exactly what masking the
 whole input at once gives (:func:`mask`).
 
 The rule for "masking the whole" is the one of a regular expression that
-tries longer values first: scanning left to right, at the first position where
-some value occurs, the longest value occurring there is replaced, and the scan
-goes on after it. Replacements are never scanned again.
+alternates the values, longer ones first: scanning left to right, at the first
+position where some value occurs, the longest value occurring there is
+replaced, and the scan goes on after it. Replacements are never scanned again.
+(The implementation finds occurrences with ``bytes.find``, many times faster
+than such an expression; the tests hold it to the expression.)
 
 Besides each value as a whole, its trimmed form and each line of a multi-line
 value are masked (:func:`maskable`): programs strip and split what they print.
@@ -22,8 +24,7 @@ through as soon as it is read, byte for byte.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 __all__ = ["CONCEALED", "MIN_LENGTH", "StreamMasker", "mask", "maskable"]
 
@@ -60,16 +61,63 @@ def maskable(values: Iterable[str]) -> list[bytes]:
     return sorted(found, key=lambda b: (-len(b), b))
 
 
-def _pattern(values: list[bytes]) -> re.Pattern[bytes] | None:
-    # Alternatives are tried in order, so longest first gives the longest
-    # value at a position.
-    return re.compile(b"|".join(re.escape(v) for v in values)) if values else None
+def _occurrences(buf: bytes, values: list[bytes]) -> dict[int, int]:
+    """Where each value occurs in ``buf`` (overlaps included): start -> length
+    of the longest value starting there (``values`` come longest first).
+
+    One ``bytes.find`` pass per value: C-speed scanning, where a regular
+    expression alternating many literals tries each of them at every byte.
+    """
+    found: dict[int, int] = {}
+    for value in values:
+        i = buf.find(value)
+        while i >= 0:
+            found.setdefault(i, len(value))
+            i = buf.find(value, i + 1)
+    return found
+
+
+def _sweep(
+    buf: bytes,
+    found: dict[int, int],
+    replacement: bytes,
+    out: list[bytes],
+    limit: Callable[[int], int] | None = None,
+) -> int:
+    """Append ``buf`` masked to ``out``, scanning left to right: the first
+    occurrence at or after the scan position is replaced, the scan goes on
+    after it. ``limit(pos)``, if given, is where the decided part of ``buf``
+    ends for a scan at ``pos``; the scan stops there. Returns where it stopped
+    (everything before is in ``out``)."""
+    pos = 0
+    cut = len(buf) if limit is None else limit(0)
+    for start in sorted(found):
+        if start < pos:
+            continue  # inside the previous replacement
+        if pos > cut and limit is not None:  # a match ran past the limit: look again
+            cut = limit(pos)
+        if start >= cut:
+            break
+        # A match before the limit is final: no longer value can start there,
+        # whatever comes next.
+        out.append(buf[pos:start])
+        out.append(replacement)
+        pos = start + found[start]
+    if pos > cut and limit is not None:
+        cut = limit(pos)
+    cut = max(cut, pos)
+    out.append(buf[pos:cut])
+    return cut
 
 
 def mask(data: bytes, values: Iterable[str], replacement: bytes = CONCEALED) -> bytes:
     """``data`` with every value of ``values`` replaced, all at once."""
-    pattern = _pattern(maskable(values))
-    return data if pattern is None else pattern.sub(lambda _: replacement, data)
+    forms = maskable(values)
+    if not forms:
+        return data
+    out: list[bytes] = []
+    _sweep(data, _occurrences(data, forms), replacement, out)
+    return b"".join(out)
 
 
 class StreamMasker:
@@ -82,10 +130,8 @@ class StreamMasker:
 
     def __init__(self, values: Iterable[str], replacement: bytes = CONCEALED) -> None:
         self._values = maskable(values)
-        self._pattern = _pattern(self._values)
         self._replacement = replacement
         self._longest = len(self._values[0]) if self._values else 0
-        self._starts = frozenset(v[:1] for v in self._values)
         self._pending = b""
 
     @property
@@ -95,43 +141,44 @@ class StreamMasker:
 
     def feed(self, chunk: bytes) -> bytes:
         """The output that ``chunk`` completes (possibly empty)."""
-        if self._pattern is None:
+        if not self._values:
             return chunk
         buf = self._pending + chunk
         out: list[bytes] = []
-        pos = 0
-        cut = self._undecided(buf, 0)
-        while True:
-            if pos > cut:  # a match ran past the undecided position: look again after it
-                cut = self._undecided(buf, pos)
-            match = self._pattern.search(buf, pos)
-            if match is None or match.start() >= cut:
-                break
-            # A match before the first undecided position is final: no longer
-            # value can start there, whatever comes next.
-            out.append(buf[pos : match.start()])
-            out.append(self._replacement)
-            pos = match.end()
-        out.append(buf[pos:cut])
+        cut = _sweep(
+            buf,
+            _occurrences(buf, self._values),
+            self._replacement,
+            out,
+            lambda pos: self._undecided(buf, pos),
+        )
         self._pending = buf[cut:]
         return b"".join(out)
 
     def flush(self) -> bytes:
         """The rest of the stream: what was held back, masked."""
         rest, self._pending = self._pending, b""
-        if self._pattern is None or not rest:
+        if not self._values or not rest:
             return rest
-        return self._pattern.sub(lambda _: self._replacement, rest)
+        out: list[bytes] = []
+        _sweep(rest, _occurrences(rest, self._values), self._replacement, out)
+        return b"".join(out)
 
     def _undecided(self, buf: bytes, start: int) -> int:
         """The first position from ``start`` where a value may begin that runs
         past the end of ``buf`` (``buf[p:]`` is a proper prefix of a value);
-        ``len(buf)`` if there is none."""
-        size = len(buf)
-        for p in range(max(start, size - self._longest + 1), size):
-            if buf[p : p + 1] not in self._starts:
-                continue
-            tail = buf[p:]
-            if any(len(v) > len(tail) and v.startswith(tail) for v in self._values):
-                return p
-        return size
+        ``len(buf)`` if there is none.
+
+        Only the last ``len(value) - 1`` bytes can start a value that runs
+        past the end; of those, only the ones equal to its first byte (found
+        with ``bytes.find``) are compared with it."""
+        size = best = len(buf)
+        for value in self._values:
+            first = value[:1]
+            p = buf.find(first, max(start, size - len(value) + 1), best)
+            while p >= 0:
+                if value.startswith(buf[p:]):
+                    best = p
+                    break
+                p = buf.find(first, p + 1, best)
+        return best
