@@ -55,7 +55,7 @@ class Entry:
     ``value`` is ``None`` for a bare ``NAME`` line (no ``=``)."""
 
     name: str
-    value: str | None
+    value: str | None = field(repr=False)  # a dotenv file may hold plain secrets
     quote: Quote = ""
     export: bool = False
 
@@ -67,7 +67,7 @@ class Line:
     ``text`` is the line as written, its line break included. The value's
     text (quotes included) is ``text[span[0]:span[1]]``."""
 
-    text: str
+    text: str = field(repr=False)
     lineno: int
     entry: Entry | None = None
     span: tuple[int, int] = (0, 0)

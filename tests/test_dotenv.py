@@ -46,6 +46,9 @@ class TestParse:
         assert entries["URL"].quote == ""
         assert entries["BARE_NAME"].value is None
 
+    def test_reprs_hold_no_value(self) -> None:
+        assert "hunter2" not in repr(parse("A=hunter2\n"))
+
     def test_later_lines_win(self) -> None:
         assert parse("A=1\nA=2\n").values() == {"A": "2"}
 

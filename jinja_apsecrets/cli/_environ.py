@@ -11,7 +11,7 @@ so a command starts with all its secrets or not at all.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from ..errors import SecretNotFoundError, SecretsError
@@ -53,8 +53,8 @@ class Resolved(Generic[K]):
     """Values with their references replaced, and the secret values used
     (for masking; never to be printed)."""
 
-    values: dict[K, str]
-    secrets: list[str]
+    values: dict[K, str] = field(repr=False)
+    secrets: list[str] = field(repr=False)
 
 
 def resolve_values(

@@ -159,7 +159,8 @@ def _environment(
     for item in assignments:
         name, eq, value = item.partition("=")
         if not eq or not name or "\0" in item:
-            raise UsageProblem(f"--env {name!r}: expected NAME=VALUE")
+            # Not echoed: a value passed without its name would be printed.
+            raise UsageProblem("--env: expected NAME=VALUE")
         env[name] = value
         sources[name] = Source(f"--env {name}")
     return env, sources
@@ -175,9 +176,9 @@ class _Child:
     """One child process: started, its signals forwarded, its output masked."""
 
     argv: list[str]
-    env: dict[str, str]
+    env: dict[str, str] = field(repr=False)
     #: Values to mask; ``None``: no masking, the child inherits our streams.
-    secrets: list[str] | None
+    secrets: list[str] | None = field(repr=False)
     process: subprocess.Popen[bytes] | None = None
     early: list[int] = field(default_factory=list)
 
