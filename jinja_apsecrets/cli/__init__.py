@@ -45,6 +45,7 @@ def main() -> None:
     """
 
 
-for command in (render, refs, check, resolve, keygen, encrypt, run):
+for command in (render, refs, check, resolve, keygen, encrypt):
     main.add_command(command)
 main.add_command(watch)
+main.add_command(run)
