@@ -159,6 +159,25 @@ class TestEnvironment:
         done = run(["--no-masking", "--", *child(SHOW), "T"], project, extra)
         assert done.stdout == b"T='from-the-env-1'\n"
 
+    @pytest.mark.parametrize(
+        ("policy", "expected"),
+        [("keep", b"A='x<<local|ap_sep_v1|app:nope>>'\n"), ("undefined", b"A='x'\n")],
+    )
+    def test_on_missing(self, project: Path, policy: str, expected: bytes) -> None:
+        done = run(
+            [
+                "--on-missing",
+                policy,
+                "--env",
+                "A=x<<local|ap_sep_v1|app:nope>>",
+                "--",
+                *child(SHOW),
+                "A",
+            ],
+            project,
+        )
+        assert (done.returncode, done.stdout) == (0, expected)
+
     def test_no_reference_needs_no_config(self, tmp_path: Path) -> None:
         done = run(["--", *child("print('hi')")], tmp_path)
         assert (done.returncode, done.stdout) == (0, b"hi\n")

@@ -41,7 +41,7 @@ import click
 
 from ..dotenv import DotenvError, parse
 from ..masking import StreamMasker
-from ..resolver import OnMissing
+from ..resolver import ON_MISSING, OnMissing
 from ._audit import Reporter
 from ._environ import Source, references, resolve_values
 from ._errors import EXIT_CODES_HELP, UsageProblem
@@ -49,7 +49,6 @@ from ._options import (
     audit_option,
     config_option,
     guarded,
-    on_missing_option,
     session,
     verbose_option,
 )
@@ -96,7 +95,13 @@ _READ_SIZE = 65536
     "<concealed by jinja-apsecrets>. --no-masking passes the terminal on instead.",
 )
 @config_option
-@on_missing_option
+@click.option(
+    "--on-missing",
+    type=click.Choice(ON_MISSING),
+    default=None,
+    help="A missing secret stops the run (error, the default), leaves the reference in "
+    "the variable as written (keep), or makes that reference empty (undefined).",
+)
 @audit_option
 @verbose_option
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -113,11 +118,16 @@ def run(
 ) -> None:
     """Run COMMAND with the secrets its environment refers to.
 
-    Write the command after '--': jinja-apsecrets run --env-file app.env -- ./serve --port 80
+    Each variable whose value holds a reference (<<aws|ap_sep_v1|prod/db:password>>,
+    anywhere in the value, or the whole value as bare aws|ap_sep_v1|prod/db:password)
+    gets the secret's value. All references are looked up before COMMAND starts; if
+    one fails, it is not started. Its output is masked: each value is replaced by
+    <concealed by jinja-apsecrets>.
 
-    Each variable whose value holds a reference (DB_PASSWORD='<<aws|ap_sep_v1|prod/db:password>>'
-    or bare aws|ap_sep_v1|prod/db:password) gets the secret's value. All references are
-    looked up before the command starts; if one fails, the command is not started.
+    \b
+      export DB_PASSWORD='<<aws|ap_sep_v1|prod/db:password>>'
+      jinja-apsecrets run -- ./serve --port 80
+      jinja-apsecrets run --env-file app.env --env 'T=vault|ap_sep_v1|secret/data/t' -- npm start
     """
     reporter = Reporter(verbose)
     env, sources = _environment(env_files, assignments)
