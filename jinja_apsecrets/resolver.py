@@ -79,6 +79,7 @@ class Resolver:
         max_workers: int | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
         stale_if_error: float = 0.0,
+        on_value: Callable[[str], None] | None = None,
     ) -> None:
         if on_missing not in ON_MISSING:
             raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
@@ -91,6 +92,8 @@ class Resolver:
         self.max_workers = max_workers
         self.audit = audit
         self.stale_if_error = float(stale_if_error)
+        #: Called with every string value :meth:`lookup` hands out (a redactor's ``add``).
+        self.on_value = on_value
         self.source: str | PathLike[str] | Mapping[str, Any] | None = None
         self.config_overrides: dict[str, Any] = {}
         self._connections: dict[str, Connection] = {}
@@ -343,6 +346,8 @@ class Resolver:
                             path=ref[1],
                         )
             out[ref] = (value, expires)
+            if self.on_value is not None and isinstance(value, str):
+                self.on_value(value)
             if self._handed_out is not None and isinstance(value, str):
                 self._handed_out.add(value)
             if self.audit is not None:

@@ -53,7 +53,9 @@ def test_commands_use_the_venv(readme: Path) -> None:
             first = program(part)
             if first in SERVICE_TOOLS:
                 continue
-            assert first.startswith((".venv/bin/", "cd", "export", "python3", "bash")), (
+            assert first.startswith(
+                (".venv/bin/", "../../.venv/bin/", "cd", "export", "python3", "bash")
+            ), (
                 f"{readme.relative_to(ROOT)}: {command!r} starts with {first!r}; "
                 "after the top README's setup only .venv/bin/... is on PATH"
             )

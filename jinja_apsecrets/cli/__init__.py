@@ -3,7 +3,7 @@
 ``render`` renders a template or a tree of them; ``refs`` lists and validates
 references offline (a CI lint); ``check`` tests connections live; ``resolve``
 prints one value or a resolved document; ``keygen`` and ``encrypt`` make
-``enc:v1:`` config values (see :mod:`.keys`).
+``enc:`` config values (see :mod:`.keys`).
 
 Contracts: exit codes 0 ok, 1 render or lint failure, 2 usage or
 configuration error, 3 a backend cannot be reached (see

@@ -33,6 +33,7 @@ import click
 import jinja2
 import yaml
 
+from ..config import safe_load
 from ..errors import SecretConnectionError, SecretsError, SecretValidationError
 from ..resolver import OnMissing, Resolver
 from ..undefined import SecretText
@@ -45,6 +46,7 @@ from ._options import (
     exclude_option,
     mode_option,
     on_missing_option,
+    parse_json_assignments,
     pattern_option,
     vars_option,
     verbose_option,
@@ -119,6 +121,7 @@ class Request:
     output: Path | None
     vars_files: tuple[str, ...] = ()
     assignments: tuple[str, ...] = ()
+    json_assignments: tuple[str, ...] = ()  # --set-json (render only)
     patterns: tuple[str, ...] = ("*.j2",)
     excludes: tuple[str, ...] = ()
     copies: tuple[str, ...] = ()
@@ -291,6 +294,9 @@ def load_variables(
     if request.assignments:
         sets = parse_assignments(request.assignments)
         variables = merge(variables, resolve_data(resolver, sets, "--set", request.on_missing))
+    if request.json_assignments:
+        sets = parse_json_assignments(request.json_assignments)
+        variables = merge(variables, resolve_data(resolver, sets, "--set-json", request.on_missing))
     return variables
 
 
@@ -298,7 +304,7 @@ def load_vars(path: str) -> dict[str, Any]:
     """Template variables from a YAML or JSON (``.json``) file holding a mapping."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if path.endswith(".json") else safe_load(text)  # alias-bomb safe
     except OSError as exc:
         raise SecretValidationError(f"{path}: cannot read vars file: {exc.strerror}") from None
     except UnicodeDecodeError:

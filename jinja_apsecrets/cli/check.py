@@ -13,14 +13,14 @@ from ..config import find_config
 from ..errors import SecretsError
 from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, UsageProblem, exit_code
-from ._options import config_option, guarded, session, verbose_option, worst
+from ._options import guarded, plain_config_option, session, verbose_option, worst
 
 __all__ = ["check"]
 
 
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("names", nargs=-1)
-@config_option
+@plain_config_option
 @verbose_option
 @guarded
 def check(names: Sequence[str], config: Path | None, verbose: int) -> None:

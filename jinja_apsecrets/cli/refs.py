@@ -14,11 +14,13 @@ from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, EXIT_RENDER, UsageProblem, report
 from ._lint import Finding, OfflineValidator, lint_template, lint_vars
 from ._options import (
+    CommandRun,
     config_option,
     exclude_option,
     guarded,
-    pattern_option,
-    vars_option,
+    lint_vars_option,
+    pass_run,
+    pattern_option_for,
     verbose_option,
 )
 from ._rendering import matches, walk_tree
@@ -29,36 +31,49 @@ __all__ = ["refs"]
 @click.command(epilog=EXIT_CODES_HELP)
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @config_option
-@vars_option
-@pattern_option
+@lint_vars_option
+@pattern_option_for("refs")
 @exclude_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail (exit 1) on warnings too: what cannot be known offline, such as a "
+    "Vault path on a mount whose KV version is not configured.",
+)
 @verbose_option
 @guarded
+@pass_run
 def refs(
+    run: CommandRun,
     sources: Sequence[Path],
     config: Path | None,
     vars_files: Sequence[str],
     patterns: Sequence[str],
     excludes: Sequence[str],
     as_json: bool,
+    strict: bool,
     verbose: int,
 ) -> None:
     """List every reference in SOURCES (templates, folders) and validate it offline.
 
-    Needs no network and no credentials: the config (-c, $APSECRETS_CONFIG,
-    ./apsecrets.yaml, or none) is read for connection names, providers and
-    non-secret settings only; without one, connections are provider ids.
-    Paths are checked against each provider's format and the policy
-    allow-list. Exits 1 if any reference is invalid. For CI.
+    Needs no network and no credentials: the config is loaded as for render
+    (the same checks, so a misspelled field fails here too) but ${VARS} are
+    not expanded and enc: values are not decrypted; without a config,
+    connections are provider ids. The config is -c, $APSECRETS_CONFIG, an
+    apsecrets.yaml beside SOURCES or above them up to the repository root, or
+    ./apsecrets.yaml; the summary names it. Paths are checked against each
+    provider's format and the policy allow-list. Exits 1 if any reference is
+    invalid (with --strict, also on warnings). For CI.
 
-    --json prints [{file, line, connection, path, valid, error}], error being
-    null or {code, message, hint}.
+    --json prints [{file, line, connection, path, valid, error, warnings}],
+    error being null or {code, message, hint}.
     """
     reporter = Reporter(verbose)
-    config_path = find_config(config)
+    config_path = run.config_path = find_config(config, near=sources)
     validator = OfflineValidator.from_config(config_path)
-    reporter.info(f"config: {config_path or 'none (connections are provider ids)'}")
+    used = str(config_path) if config_path else "none (connections are provider ids)"
+    reporter.info(f"config: {used}")
     findings: list[Finding] = []
     broken: list[jinja2.TemplateSyntaxError] = []
     files = 0
@@ -77,16 +92,21 @@ def refs(
     else:
         for f in findings:
             status = "ok" if f.error is None else f"{f.error.code}: {f.error.message}"
+            if f.error is None and f.warnings:
+                status = "warning: " + "; ".join(f.warnings)
             click.echo(f"{f.file}:{f.line}: {f.connection}|{f.path}: {status}")
     for error in broken:
         report(error)
     invalid = sum(not f.valid for f in findings)
+    warned = sum(bool(f.warnings) for f in findings)
     click.echo(
         f"{_count(len(findings), 'reference')} in {_count(files, 'file')}, {invalid} invalid"
-        + (f", {_count(len(broken), 'template')} with syntax errors" if broken else ""),
+        + (f", {_count(warned, 'warning')}" if warned else "")
+        + (f", {_count(len(broken), 'template')} with syntax errors" if broken else "")
+        + f" (config: {used})",
         err=True,
     )
-    if invalid or broken:
+    if invalid or broken or (strict and warned):
         raise click.exceptions.Exit(EXIT_RENDER)
 
 

@@ -20,7 +20,7 @@ import click
 from ..resolver import OnMissing
 from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, report
-from ._options import guarded, session, worst
+from ._options import guarded, session, set_json_option, worst
 from ._output import Change
 from ._rendering import (
     Plan,
@@ -46,6 +46,7 @@ __all__ = ["render"]
     help="Output file (or folder, for a folder SOURCE). Default for a file: stdout.",
 )
 @render_options
+@set_json_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -59,6 +60,7 @@ def render(
     config: Path | None,
     vars_files: Sequence[str],
     assignments: Sequence[str],
+    json_assignments: Sequence[str],
     patterns: Sequence[str],
     excludes: Sequence[str],
     copies: Sequence[str],
@@ -84,6 +86,7 @@ def render(
         output=output,
         vars_files=tuple(vars_files),
         assignments=tuple(assignments),
+        json_assignments=tuple(json_assignments),
         patterns=tuple(patterns),
         excludes=tuple(excludes),
         copies=tuple(copies),
@@ -95,7 +98,8 @@ def render(
     if not plan.jobs and source.is_dir():
         click.echo(f"warning: no file under {source} matches {', '.join(patterns)}", err=True)
 
-    with session(config, audit_log, reporter) as resolver:
+    near = () if request.from_stdin else (source,)  # the config beside the templates
+    with session(config, audit_log, reporter, near=near) as resolver:
         rendered = render_plan(resolver, plan, request, reporter, progress=not reporter)
 
     if rendered.failures:

@@ -24,10 +24,10 @@ from ._environ import Source, resolve_values
 from ._errors import EXIT_CODES_HELP, UsageProblem
 from ._options import (
     audit_option,
-    config_option,
     guarded,
     mode_option,
     on_missing_option,
+    plain_config_option,
     session,
     verbose_option,
 )
@@ -64,7 +64,7 @@ FORMATS = ("yaml", "json", "dotenv")
 )
 @click.option("-n", "--no-newline", is_flag=True, help="No newline after a single value.")
 @mode_option
-@config_option
+@plain_config_option
 @on_missing_option
 @audit_option
 @verbose_option
@@ -120,7 +120,8 @@ def _resolve_one(resolver: Resolver, reference: str, on_missing: OnMissing | Non
     policy = on_missing or resolver.on_missing
     if policy == "error" or not isinstance(value, SecretNotFoundError):
         raise value.copy()
-    click.echo(f"warning: {value.code}: {value.message}, printed as {policy}", err=True)
+    shown = "left as its reference text" if policy == "keep" else "printed as an empty value"
+    click.echo(f"warning: {value.code}: {value.message}, {shown}", err=True)
     return ref.text if policy == "keep" else ""
 
 

@@ -336,7 +336,7 @@ def watch(
 
     clock = RealClock()
     try:
-        with session(config, audit_log, reporter) as resolver:
+        with session(config, audit_log, reporter, near=(source,)) as resolver:
             runner = ExecRunner(command, log) if command else None
             watcher = Watcher(
                 request,

@@ -31,6 +31,7 @@ ENTRY_POINT_GROUP = "jinja_apsecrets.providers"
 
 _BUILTIN: dict[str, str] = {
     "aws": "jinja_apsecrets.providers.aws:AwsProvider",
+    "aws-ssm": "jinja_apsecrets.providers.aws_ssm:ParameterStoreProvider",
     "hashicorp": "jinja_apsecrets.providers.hashicorp:VaultProvider",
     "onepassword": "jinja_apsecrets.providers.onepassword:OnePasswordProvider",
     "cyberark-conjur": "jinja_apsecrets.providers.conjur:ConjurProvider",
@@ -41,6 +42,7 @@ _BUILTIN: dict[str, str] = {
 #: Which extra installs the SDK a provider needs.
 _EXTRAS: dict[str, str] = {
     "aws": "aws",
+    "aws-ssm": "aws",
     "hashicorp": "hashicorp",
     "onepassword": "onepassword",
     "cyberark-conjur": "conjur",

@@ -465,6 +465,10 @@ class ConjurProvider(Provider):
             raise self._unexpected(resp)
         if not resp.content.strip():
             raise SecretConnectionError("No token received", provider=self.name)
+        if not resp.content.lstrip().startswith(b"{"):  # Conjur's tokens are JSON objects
+            raise SecretConnectionError(
+                "Conjur answered the login with something other than a token", provider=self.name
+            )
         return f'Token token="{base64.b64encode(resp.content).decode("ascii")}"'
 
     def _get(self, target: str, headers: Mapping[str, str] | None = None) -> requests.Response:

@@ -613,7 +613,9 @@ class VaultProvider(Provider):
             # The server answered about this request (a bad parameter, say).
             raise SecretNotFoundError(f"Vault refused reading {path}: {_reason(exc)}") from None
         # 429, 5xx and the rest: the server could not answer; _transport says so.
-        data = response.get("data") if isinstance(response, Mapping) else None
+        if not isinstance(response, Mapping):  # hvac hands back a 2xx body it cannot parse
+            raise self._connection_error(f"Vault at {self.url} answered with no JSON object")
+        data = response.get("data")
         if mount.kv == 2 and isinstance(data, Mapping):
             # A read that lands on a deleted version answers 200 with null
             # data on some servers; the metadata says what happened.
