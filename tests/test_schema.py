@@ -12,6 +12,7 @@ import yaml
 
 from jinja_apsecrets.config import _parse_yaml, load_config
 from jinja_apsecrets.errors import SecretValidationError
+from jinja_apsecrets.providers import _BUILTIN
 from jinja_apsecrets.schema import dumps, load_schema
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +65,7 @@ GOOD = [
         }
     },
     {"cache": {"ttl": 60}, "policy": {"allow": ["aws:prod/*"]}, "on_missing": "keep"},
+    {"connections": {"params": {"provider": "aws-ssm", "region": "eu-west-1"}}},
 ]
 BAD = [
     {"conections": {}},
@@ -89,6 +91,13 @@ def test_the_loader_and_the_schema_reject(config: dict[str, Any]) -> None:
     assert errors(config) != []
     with pytest.raises(SecretValidationError):
         load_config(config)
+
+
+def test_every_built_in_provider_is_described() -> None:
+    defs = load_schema()["$defs"]
+    assert {name.removeprefix("provider-") for name in defs if name.startswith("provider-")} == set(
+        _BUILTIN
+    )
 
 
 def test_a_plugin_provider_is_not_described() -> None:

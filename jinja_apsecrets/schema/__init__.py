@@ -25,15 +25,15 @@ import json
 from importlib import resources
 from typing import Any
 
-from ..providers import get_provider_class
+from ..providers import _BUILTIN, get_provider_class
 from ..providers.base import Field
 
 __all__ = ["BUILTIN_PROVIDERS", "FILE_NAME", "build_schema", "dumps", "load_schema"]
 
 FILE_NAME = "apsecrets.schema.json"
 
-#: The providers this package ships (plugins are not described).
-BUILTIN_PROVIDERS = ("aws", "hashicorp", "onepassword", "cyberark-conjur", "env", "file")
+#: The providers this package ships (plugins are not described): the registry's own list.
+BUILTIN_PROVIDERS = tuple(_BUILTIN)
 
 _JSON_TYPES = {
     str: "string",
