@@ -73,6 +73,7 @@ from .prefetch import (
 from .reference import SEPARATOR, Reference, Segment, TemplateScanner
 from .resolver import OnMissing, Resolver
 from .runs import Pending, Ref, RenderCache, Run, conceal_found, render_runs, runs_from_spec
+from .values import SecretText
 
 __all__ = ["SecretsExtension"]
 
@@ -391,8 +392,11 @@ def _render_scope(
     generation = resolver.generation()
     decide = partial(missing_value, policy=on_missing_policy(env, resolver))
     finish = partial(_finish, cache, key, runs, decide, name, autoescape, generation)
-    if not refs:
-        return finish({})
+    # Values already looked up in this render (the top level's round) or
+    # recently are taken from the cache: a cold render makes one lookup.
+    warm = cache.entries(refs)
+    if warm is not None:
+        return finish(warm)
     if env.is_async:
         return then(resolver.lookup_async(list(refs), template=name), finish)
     return finish(resolver.lookup(list(refs), template=name))
@@ -408,7 +412,13 @@ def _finish(
     generation: int,
     found: Mapping[tuple[str, str], tuple[str | SecretsError, float]],
 ) -> tuple[Any, ...]:
+    expiries = {ref: exp for ref, (_, exp) in found.items()}
     values, expires = conceal_found(found)
+    del found  # from here on, this frame holds values only as SecretText
+    for ref, value in values.items():
+        # secret() calls of the scope (constant or not) are then answered warm.
+        if isinstance(value, SecretText):
+            cache.store_value(ref, value, expiries[ref], generation)
     elements, complete = render_runs(runs, values, decide, name, autoescape)
     if complete:
         if expires == float("inf"):  # nothing looked up: keep for the default ttl

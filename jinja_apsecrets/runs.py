@@ -33,7 +33,7 @@ never show them; only this cache holds them between renders.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from markupsafe import Markup, escape
@@ -240,6 +240,20 @@ class RenderCache:
         if entry is not None and entry[0] > self.timer() and entry[1] == self.resolver.generation():
             return entry[2]
         return None
+
+    def entries(
+        self, refs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str | SecretsError, float]] | None:
+        """``{ref: (value, expires)}`` if every one of ``refs`` is warm, else None."""
+        now = self.timer()
+        generation = self.resolver.generation()
+        out: dict[tuple[str, str], tuple[str | SecretsError, float]] = {}
+        for ref in refs:
+            entry = self.values.get(ref)
+            if entry is None or entry[0] <= now or entry[1] != generation:
+                return None
+            out[ref] = (entry[2], entry[0])
+        return out
 
     def store_runs(
         self, key: str, elements: tuple[Any, ...], expires: float, generation: int
