@@ -307,9 +307,8 @@ class SecretsExtension(Extension):
 
     def _run_node(self, parser: Parser, planned: PlannedRun, lineno: int) -> nodes.Node:
         run, pieces = planned.run, planned.pieces
-        for piece in pieces:
-            if isinstance(piece, Ref):
-                self._validate(parser, piece)
+        for ref in planned.first:
+            self._validate(parser, ref)
         if not run.split:
             return nodes.Output([_internal_name(planned.names[0], lineno)], lineno=lineno)
         # Each value printed by Jinja, which applies finalize and escaping to

@@ -1,6 +1,6 @@
 """Find and parse secret references in text and in template source.
 
-The grammar (pinned in DESIGN.md)::
+The grammar (public API: the README describes it)::
 
     <<CONNECTION|ap_sep_v1|PATH>>     primary form
     {{CONNECTION|ap_sep_v1|PATH}}     the spec's form

@@ -145,6 +145,14 @@ class TestOneLookupPerRender:
         assert cache.runs_hit("k") is None
 
 
+def test_a_reference_after_a_constant_secret_call_is_still_validated(
+    env: jinja2.Environment,
+) -> None:
+    with pytest.raises(jinja2.TemplateSyntaxError) as info:
+        env.from_string("{{ secret('nope', 'x:y') }}\n<<nope|ap_sep_v1|x:y>>")
+    assert info.value.lineno == 2
+
+
 class TestBlocksAndMacros:
     TEMPLATES = {
         "layout.j2": "<<mem|ap_sep_v1|plain>>\n{% block a %}A <<mem|ap_sep_v1|prod/db:port>>"
