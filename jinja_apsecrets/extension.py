@@ -365,9 +365,10 @@ def _prefetch_filter(
     """The rendered runs of one scope: from the cache, else looked up and rendered."""
     cache: RenderCache | None = context.environment.secret_render_cache  # type: ignore[attr-defined]
     if cache is not None:
-        hit = cache.runs_hit(key)
-        if hit is not None:
-            return hit
+        # RenderCache.runs_hit, inlined: this is the whole cost of a warm render.
+        entry = cache.runs.get(key)
+        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+            return entry[2]
     return _render_scope(context.environment, key, name, autoescape, spec)
 
 

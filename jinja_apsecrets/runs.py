@@ -220,6 +220,7 @@ class RenderCache:
     def __init__(self, resolver: Resolver, maxsize: int = 4096) -> None:
         self.resolver = resolver
         self.timer = resolver.timer
+        self.generation = resolver.generation
         self.maxsize = maxsize
         self.runs: dict[str, tuple[float, int, tuple[Any, ...]]] = {}
         self.values: dict[tuple[str, str], tuple[float, int, SecretText]] = {}
@@ -231,13 +232,13 @@ class RenderCache:
 
     def runs_hit(self, key: str) -> tuple[Any, ...] | None:
         entry = self.runs.get(key)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self.resolver.generation():
+        if entry is not None and entry[0] > self.timer() and entry[1] == self.generation():
             return entry[2]
         return None
 
     def value_hit(self, ref: tuple[str, str]) -> SecretText | None:
         entry = self.values.get(ref)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self.resolver.generation():
+        if entry is not None and entry[0] > self.timer() and entry[1] == self.generation():
             return entry[2]
         return None
 
@@ -246,7 +247,7 @@ class RenderCache:
     ) -> dict[tuple[str, str], tuple[str | SecretsError, float]] | None:
         """``{ref: (value, expires)}`` if every one of ``refs`` is warm, else None."""
         now = self.timer()
-        generation = self.resolver.generation()
+        generation = self.generation()
         out: dict[tuple[str, str], tuple[str | SecretsError, float]] = {}
         for ref in refs:
             entry = self.values.get(ref)
@@ -267,7 +268,7 @@ class RenderCache:
 
     def _store(self, table: dict[Any, Any], key: Any, entry: tuple[float, int, Any]) -> None:
         # Never keep what was looked up before an invalidation, or is already stale.
-        if entry[1] != self.resolver.generation() or entry[0] <= self.timer():
+        if entry[1] != self.generation() or entry[0] <= self.timer():
             return
         with self._lock:
             if key not in table and len(table) >= self.maxsize:
