@@ -303,3 +303,59 @@ class TestWhitespaceAroundRuns:
         ours = make_env(**options).from_string(src).render(**variables)
         written = src.replace("<<mem|ap_sep_v1|plain>>", "plain-Secret-3")
         assert ours == jinja2.Environment(**options).from_string(written).render(**variables)
+
+
+class TestGeneratedTemplatesWithReferences:
+    """Generated templates (the identity test's pieces) with references among
+    them render as plain Jinja2 renders them with the value written in."""
+
+    VALUE = "plain-Secret-3"
+
+    @staticmethod
+    def refs(d: dict[str, str]) -> Any:
+        from hypothesis import strategies as st
+
+        vs, ve = d.get("variable_start_string", "{{"), d.get("variable_end_string", "}}")
+        forms = [("<<mem|ap_sep_v1|plain>>", "VALUE")]
+        for before in ("", "-"):
+            for after in ("", "-"):
+                forms.append(
+                    (
+                        f"{vs}{before} mem|ap_sep_v1|plain {after}{ve}",
+                        f"{vs}{before} 'VALUE' {after}{ve}",
+                    )
+                )
+        return st.sampled_from(forms)
+
+    def test_generated(self) -> None:
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+        from support import STORE, MemoryProvider
+        from test_identity import DELIMS, OPTIONS, pieces, render
+
+        @st.composite
+        def cases(draw: st.DrawFn) -> tuple[str, str, dict[str, Any]]:
+            opts = draw(OPTIONS)
+            d = DELIMS[opts["delims"]]
+            items = draw(
+                st.lists(st.one_of(pieces(d, opts["line_statements"]), self.refs(d)), max_size=8)
+            )
+            ours = " ".join(i if isinstance(i, str) else i[0] for i in items)
+            written = " ".join(i if isinstance(i, str) else i[1] for i in items)
+            return ours, written.replace("VALUE", self.VALUE), opts
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(cases())
+        def check(case: tuple[str, str, dict[str, Any]]) -> None:
+            ours, written, opts = case
+            theirs = render(written, opts, False)
+            if theirs[0] != "ok":
+                return  # a template that fails without references is not this test's subject
+            with Resolver({"mem": MemoryProvider("mem")}) as resolver:
+                assert render(ours, opts, True, resolver) == theirs
+
+        STORE["plain"] = self.VALUE
+        try:
+            check()
+        finally:
+            STORE.pop("plain", None)
