@@ -433,12 +433,13 @@ def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
     if fn is secret and len(args) == 2 and not kwargs:
         cache: RenderCache | None = context.environment.secret_render_cache  # type: ignore[attr-defined]
         if cache is not None:
+            # RenderCache.value_hit, inlined: a warm call answered from a dict.
             try:
-                hit = cache.value_hit(args)
+                entry = cache.values.get(args)
             except TypeError:  # unhashable arguments: secret() says what is wrong
-                hit = None
-            if hit is not None:
-                return hit
+                entry = None
+            if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+                return entry[2]
         return secret(context, *args)
     return context.call(fn, *args, **kwargs)
 

@@ -21,7 +21,7 @@ import pprint
 import sys
 from typing import Any
 
-__all__ = ["SecretText", "conceal", "in_template"]
+__all__ = ["SecretText", "in_template"]
 
 
 def in_template() -> bool:
@@ -44,11 +44,6 @@ class SecretText(str):
         if in_template():
             return str.__repr__(self)
         return f"<SecretText len={len(self)}>"
-
-
-def conceal(value: Any) -> Any:
-    """``value`` as :class:`SecretText` if it is a plain string, else unchanged."""
-    return SecretText(value) if type(value) is str else value
 
 
 def _register_pprint() -> None:
