@@ -32,7 +32,7 @@ never show them; only this cache holds them between renders.
 
 from __future__ import annotations
 
-import threading
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
@@ -213,8 +213,8 @@ class RenderCache:
     Plain dicts of ``key -> (expires, generation, value)``: a warm render reads
     one entry with one clock read and one generation check (a
     ``cachetools.TLRUCache`` costs ten times that per read, which is the
-    whole budget of a warm render). The lock guards writes only; each dict is
-    bounded by ``maxsize``, dropping its oldest entry first.
+    whole budget of a warm render). Each dict is bounded by ``maxsize``,
+    dropping its oldest entry first.
     """
 
     def __init__(self, resolver: Resolver, maxsize: int = 4096) -> None:
@@ -224,7 +224,6 @@ class RenderCache:
         self.maxsize = maxsize
         self.runs: dict[str, tuple[float, int, tuple[Any, ...]]] = {}
         self.values: dict[tuple[str, str], tuple[float, int, SecretText]] = {}
-        self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles empty: it holds secret values.
@@ -270,10 +269,13 @@ class RenderCache:
         # Never keep what was looked up before an invalidation, or is already stale.
         if entry[1] != self.generation() or entry[0] <= self.timer():
             return
-        with self._lock:
-            if key not in table and len(table) >= self.maxsize:
-                table.pop(next(iter(table)), None)
-            table[key] = entry
+        if key not in table and len(table) >= self.maxsize:
+            # No lock (a forked child could inherit it held): a single dict
+            # operation is atomic, and a race here only evicts a little more
+            # or a little less.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del table[next(iter(table))]
+        table[key] = entry
 
 
 def conceal_found(
