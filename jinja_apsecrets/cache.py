@@ -165,6 +165,12 @@ class SecretCache:
                 for key in [k for k in cache if k[0] == connection]:
                     cache.pop(key, None)
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock; claims of the parent's fetches are
+        dropped (nothing here will complete them). Cached entries stay."""
+        self._lock = threading.Lock()
+        self._inflight = {}
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)

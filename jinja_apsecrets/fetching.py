@@ -46,6 +46,14 @@ class Connection:
     def __post_init__(self) -> None:
         self.semaphore = threading.BoundedSemaphore(self.concurrency)
 
+    def _after_fork(self) -> None:
+        """In a forked child: a new semaphore (the parent's threads may have held
+        slots of the old one), and the provider rebuilt from its name and options
+        as unpickling does, so no SDK client, session or lock of the parent's is
+        used here (their sockets are the parent's too)."""
+        self.semaphore = threading.BoundedSemaphore(self.concurrency)
+        self.provider.__setstate__(self.provider.__getstate__())
+
 
 def _failure(provider: Provider, exc: Exception) -> SecretsError:
     """What a provider's exception means for the batch it was fetching."""
@@ -77,6 +85,12 @@ class Fetcher:
                     max_workers=self.max_workers, thread_name_prefix="apsecrets"
                 )
             return self._executor
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's pool (its threads do not exist
+        here, yet it would count them as idle and never start new ones)."""
+        self._lock = threading.Lock()
+        self._executor = None
 
     def close(self) -> None:
         with self._lock:

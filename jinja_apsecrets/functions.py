@@ -83,13 +83,13 @@ def missing_value(
     if policy == "error" or not isinstance(error, SecretNotFoundError):
         raise error.locate(template, lineno)
     log.warning(
-        "secret %s|%s missing in %s:%s (%s), printed as %s",
+        "secret %s|%s missing in %s:%s (%s), %s",
         conn,
         path,
         template,
         lineno,
         error.code,
-        policy,
+        "left as its reference text" if policy == "keep" else "printed as an empty value",
     )
     if policy == "keep":
         return text

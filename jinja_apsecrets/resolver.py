@@ -28,6 +28,7 @@ from .errors import (
     SecretValidationError,
 )
 from .fetching import DEFAULT_CONCURRENCY, Connection, Fetcher
+from .forksafe import track
 from .providers import get_provider_class
 from .providers.base import Locator, Provider
 from .walk import collect, rebuild
@@ -79,6 +80,7 @@ class Resolver:
         max_workers: int | None = None,
         audit: Callable[[dict[str, Any]], None] | None = None,
         stale_if_error: float = 0.0,
+        on_value: Callable[[str], None] | None = None,
     ) -> None:
         if on_missing not in ON_MISSING:
             raise SecretValidationError(f"on_missing must be one of {', '.join(ON_MISSING)}")
@@ -91,6 +93,8 @@ class Resolver:
         self.max_workers = max_workers
         self.audit = audit
         self.stale_if_error = float(stale_if_error)
+        #: Called with every string value :meth:`lookup` hands out (a redactor's ``add``).
+        self.on_value = on_value
         self.source: str | PathLike[str] | Mapping[str, Any] | None = None
         self.config_overrides: dict[str, Any] = {}
         self._connections: dict[str, Connection] = {}
@@ -128,6 +132,17 @@ class Resolver:
         self._generation = 0
         self._fetcher = Fetcher(self._cache, self.max_workers)
         self._handed_out: set[str] | None = None
+        track(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child (see :mod:`.forksafe`): cached values, memos and
+        settings stay, so warm renders need no request; locks, the pool, the
+        in-flight table and provider clients are rebuilt."""
+        self._lock = threading.Lock()
+        self._cache._after_fork()
+        self._fetcher._after_fork()
+        for conn in self._connections.values():
+            conn._after_fork()
 
     # -- configuration ---------------------------------------------------------
 
@@ -343,6 +358,8 @@ class Resolver:
                             path=ref[1],
                         )
             out[ref] = (value, expires)
+            if self.on_value is not None and isinstance(value, str):
+                self.on_value(value)
             if self._handed_out is not None and isinstance(value, str):
                 self._handed_out.add(value)
             if self.audit is not None:

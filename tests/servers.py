@@ -153,3 +153,47 @@ def start_bao(home: Path) -> Server:
     return start_server(
         argv, port=port, ready=bao_ready, log=home / "bao.log", env={"HOME": str(home)}
     )
+
+
+def start_bao_agent(home: Path, server_url: str, token: str) -> Server:
+    """A ``bao agent`` on 127.0.0.1 and a free port in front of ``server_url``.
+
+    Auto-auth reads ``token`` from a token file; ``api_proxy`` adds that token
+    to every request that carries none (``use_auto_auth_token = true``), and
+    ``cache {}`` turns on the agent's cache. Listens without TLS. ``home``
+    holds its config, token file and log."""
+    port = free_port()
+    token_file = home / "agent-token"
+    token_file.write_text(token)
+    config = home / "agent.hcl"
+    config.write_text(
+        f'vault {{ address = "{server_url}" }}\n'
+        "auto_auth {\n"
+        '  method "token_file" {\n'
+        f'    config = {{ token_file_path = "{token_file}" }}\n'
+        "  }\n"
+        "}\n"
+        "cache {}\n"
+        "api_proxy { use_auto_auth_token = true }\n"
+        'listener "tcp" {\n'
+        f'  address = "127.0.0.1:{port}"\n'
+        "  tls_disable = true\n"
+        "}\n"
+    )
+    argv = [find_binary("bao"), "agent", f"-config={config}"]
+    # Ready once it proxies with its token: lookup-self answers 200 only with one.
+    return start_server(
+        argv,
+        port=port,
+        ready=lambda url: _answers_200(url + "/v1/auth/token/lookup-self"),
+        log=home / "agent.log",
+        env={"HOME": str(home)},
+    )
+
+
+def _answers_200(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False

@@ -185,13 +185,147 @@ class TestErrors:
         assert "UndefinedError" in err
         assert SECRET not in err
 
-    def test_python_error_messages_are_withheld(self, project: Path) -> None:
+    def test_python_error_messages_quoting_a_value_are_redacted(self, project: Path) -> None:
         (project / "secrets.yaml").write_text("app: {fmt: '{Leak-9}'}\n")
         (project / "bad.j2").write_text("x\n{{ secret('local', 'app:fmt').format() }}\n")
         code, _, err = run("render", "bad.j2", cwd=project)
         assert code == 1
-        assert "KeyError while rendering (bad.j2:2)" in err
-        assert "Leak-9" not in err
+        assert "error: KeyError: '<redacted>' (bad.j2:2)" in err
+        assert "leak" not in err.lower()
+
+
+class TestRedaction:
+    """Issue 10 item 3: no printed error holds a value, a 4-character piece of
+    one (any case) or its reversal; other messages are shown in full."""
+
+    @pytest.mark.parametrize(
+        "expression",
+        [
+            'secret("local", "app:db_password") | upper',
+            'secret("local", "app:db_password")[2:9]',
+            'secret("local", "app:db_password") | reverse',
+            'secret("local", "app:db_password") | list | reverse | join',
+            '"x/" ~ secret("local", "app:db_password") | lower',
+            'secret("local", "app:db_password") | join("-")',
+        ],
+    )
+    def test_transformed_values(self, project: Path, expression: str) -> None:
+        (project / "leak.j2").write_text(f"{{% include {expression} %}}\n")
+        code, out, err = run("render", "leak.j2", cwd=project)
+        assert code == 1
+        assert "<redacted>" in err
+        low = (out + err).lower()
+        for i in range(len(SECRET) - 3):
+            piece = SECRET[i : i + 4].lower()
+            assert piece not in low
+            assert piece[::-1] not in low
+
+    def test_a_value_of_three_characters(self, project: Path) -> None:
+        (project / "secrets.yaml").write_text("app: {pin: q7z}\n")
+        (project / "leak.j2").write_text('{% include secret("local", "app:pin") | upper %}\n')
+        code, _, err = run("render", "leak.j2", cwd=project)
+        assert code == 1
+        assert "q7z" not in err.lower()
+        assert "z7q" not in err.lower()
+
+    def test_messages_without_a_value_are_shown(self, project: Path) -> None:
+        (project / "add.j2").write_text("{{ n + 1 }}\n")
+        code, _, err = run("render", "add.j2", "--set", "n=1", cwd=project)
+        assert code == 1
+        assert 'error: TypeError: can only concatenate str (not "int") to str (add.j2:1)' in err
+        assert "--set values are strings" in err
+        assert "--set-json" in err
+
+    def test_set_json(self, project: Path) -> None:
+        (project / "add.j2").write_text("{{ n + 1 }} {{ a.b | join(',') }} {{ on }}\n")
+        args = ["--set-json", "n=41", "--set-json", 'a.b=["x", "y"]', "--set-json", "on=true"]
+        code, out, _ = run("render", "add.j2", *args, cwd=project)
+        assert (code, out) == (0, "42 x,y True\n")
+
+    def test_set_json_rejects_what_is_not_json_without_echoing_it(self, project: Path) -> None:
+        (project / "add.j2").write_text("{{ n }}\n")
+        code, _, err = run("render", "add.j2", "--set-json", "n=hunter2x", cwd=project)
+        assert code == 2
+        assert "not JSON" in err
+        assert "hunter2x" not in err
+
+
+class TestHints:
+    """Issue 15 item 8: each error kind its own hint, or none."""
+
+    def _hints(self, err: str) -> list[str]:
+        return [line for line in err.splitlines() if line.startswith("hint:")]
+
+    def test_no_config(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        (tmp_path / "t.j2").write_text("x\n")
+        code, _, err = run("render", "t.j2", cwd=tmp_path)
+        assert code == 2
+        assert "no configuration" in err
+        assert "reference format" not in err
+
+    @pytest.mark.parametrize(
+        ("config", "expected"),
+        [
+            ("connections:\n  local: {provider: file, pathh: secrets.yaml}\n", "pathh"),
+            ("connections:\n  local: {provider: file, path: secrets.yaml}\n  x: [\n", "line"),
+            ("cache: {ttl: 1}\nconnections: {local: {provider: nope}}\n", "unknown provider"),
+        ],
+    )
+    def test_config_errors(self, project: Path, config: str, expected: str) -> None:
+        (project / "apsecrets.yaml").write_text(config)
+        code, _, err = run("render", "app.conf.j2", cwd=project)
+        assert code == 2
+        assert expected in err
+        assert "reference format" not in err
+
+    def test_missing_sdk(self, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from jinja_apsecrets import providers
+
+        # A provider module whose SDK is not installed (a stand-in for boto3 missing),
+        # registered only for this test.
+        (project / "aps_needs_sdk.py").write_text("import aps_no_such_sdk\n")
+        monkeypatch.syspath_prepend(str(project))
+        providers.available_providers()  # entry points loaded first
+        monkeypatch.setitem(providers._registry, "needs-sdk", "aps_needs_sdk:Provider")
+        (project / "apsecrets.yaml").write_text("connections:\n  x: {provider: needs-sdk}\n")
+        code, _, err = run("render", "app.conf.j2", cwd=project)
+        assert code == 2
+        assert "needs aps_no_such_sdk, which is not installed" in err
+        assert "reference format" not in err
+
+    def test_missing_config_file(self, project: Path) -> None:
+        code, _, err = run("render", "app.conf.j2", "-c", "nope.yaml", cwd=project)
+        assert code == 2
+        assert "config file not found" in err
+        assert "reference format" not in err
+
+    def test_wrong_master_key(self, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from jinja_apsecrets.crypto import encrypt_value, generate_key, load_key
+
+        key = load_key({"APSECRETS_MASTER_KEY": generate_key()})
+        value = encrypt_value("x", key, field="connections.e.prefix")
+        (project / "apsecrets.yaml").write_text(
+            f"connections:\n  e: {{provider: env, prefix: '{value}'}}\n"
+        )
+        monkeypatch.setenv("APSECRETS_MASTER_KEY", generate_key())
+        code, _, err = run("render", "app.conf.j2", cwd=project)
+        assert code == 2
+        assert "cannot decrypt" in err
+        assert "reference format" not in err
+        assert any("APSECRETS_MASTER_KEY" in h for h in self._hints(err))
+
+    def test_reference_format_hint_only_for_paths(self, project: Path) -> None:
+        (project / "bad.j2").write_text("<<local|ap_sep_v1|:nokey>>\n")
+        code, _, err = run("render", "bad.j2", cwd=project)
+        assert code == 1
+        assert self._hints(err) == [
+            "hint: check the reference format (aws: secretName:jsonKey, "
+            "hashicorp: mount/data/path/key, onepassword: op://vault/item/field)"
+        ]
+        (project / "bad.j2").write_text("<<other|ap_sep_v1|a:b>>\n")
+        code, _, err = run("render", "bad.j2", cwd=project)
+        assert "reference format" not in err
 
 
 class TestHelp:
@@ -204,6 +338,21 @@ class TestHelp:
         assert "Exit codes:" in out
         for line in ("0  success", "1  render or lint failure", "2  usage", "3  a secret manager"):
             assert line in out
+
+    def test_each_command_describes_itself(self) -> None:
+        _, refs_help, _ = run("refs", "--help")
+        assert "References anywhere in it are resolved" not in refs_help
+        assert "dropped from output names" not in refs_help
+        assert "--strict" in refs_help
+        _, render_help, _ = run("render", "--help")
+        assert "References anywhere in it are resolved" in render_help
+        assert "dropped from output names" in render_help
+        assert "--set-json" in render_help
+        _, encrypt_help, _ = run("encrypt", "--help")
+        assert "--field" in encrypt_help
+        for command in ("check", "resolve"):
+            _, text, _ = run(command, "--help")
+            assert "templates" not in text
 
     def test_version(self) -> None:
         code, out, _ = run("--version")

@@ -113,7 +113,9 @@ class TestServers:
         assert code == 3
         lines = out.splitlines()
         assert lines[0].startswith("vault-bad (hashicorp): SECRET_MANAGER_CONNECTION_FAILED: ")
-        assert lines[1:] == [f"  hint: {h}" for h in VaultProvider.troubleshooting]
+        # A token connection's hints talk about tokens, not AppRole (issue 15, item 10).
+        token_hints = VaultProvider("v", {"url": "http://x", "token": "t"}).troubleshooting
+        assert lines[1:] == [f"  hint: {h}" for h in token_hints]
         assert "not-a-token" not in out
 
     def test_as_a_real_process(self, project: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_cli import SECRET, run, run_process
 
-from jinja_apsecrets import cli_render
+from jinja_apsecrets.cli import _rendering as cli_render
 
 PW = "<<local|ap_sep_v1|app:db_password>>"
 

@@ -59,7 +59,7 @@ class TestResolveOne:
         ref = "<<local|ap_sep_v1|app:nope>>"
         code, out, err = run("resolve", ref, "--on-missing", "keep", cwd=project)
         assert (code, out) == (0, ref + "\n")
-        assert "printed as keep" in err
+        assert "left as its reference text" in err
         assert run("resolve", ref, "--on-missing", "undefined", cwd=project)[:2] == (0, "\n")
 
     def test_audit_log(self, project: Path) -> None:

@@ -87,7 +87,7 @@ class TestErrors:
         [
             (
                 "connections:\n  x: {provider: nosuch}\n",
-                "known providers: aws, cyberark-conjur, env, file",
+                "known providers: aws, aws-ssm, cyberark-conjur, env, file",
             ),
             ("connections:\n  mystery: {}\n", "add provider: one of"),
             (

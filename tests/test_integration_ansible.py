@@ -1,164 +1,248 @@
-"""Ansible: the apsecret lookup plugin, in a real ansible-playbook run and in-process."""
+"""Ansible: the apsecrets.core collection in real ansible-playbook runs (local providers).
+
+Nothing is configured for Ansible to find the collection: it is found on
+sys.path (the repository root, for this editable install). Secrets come from
+the ``file`` provider; the hosts are ``ansible_connection=local``. Runs with
+servers and request counts are in test_ansible_play.py.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+import tarfile
 from pathlib import Path
-from typing import Any
 
 import pytest
-from ansible.errors import AnsibleError
-from ansible.parsing.dataloader import DataLoader
-from ansible.plugins.loader import lookup_loader
-from support import MemoryProvider
 
-import jinja_apsecrets.integrations.ansible.lookup as plugin_package
-from jinja_apsecrets import Resolver
+import jinja_apsecrets.integrations.ansible.lookup as legacy_lookup
 
-PLUGIN_DIR = Path(plugin_package.__path__[0])
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-SECRETS = "app:\n  db_password: ans-Secret-1\n  user: admin\n"
+ANSIBLE_GALAXY = Path(sys.executable).with_name("ansible-galaxy")
+ROOT = Path(__file__).resolve().parent.parent
+COLLECTION = ROOT / "ansible_collections" / "apsecrets" / "core"
+VALUES = ("pw-Secret-1", "tok-Secret-2", "admin-Secret-3")
 
-PLAYBOOK = """\
-- hosts: localhost
-  connection: local
+TEMPLATE = """\
+# {{ ansible_managed | default('managed') }}
+user={{ user }}
+password=<<local|ap_sep_v1|app:db_password>>
+token={{local|ap_sep_v1|app:api_token}}
+{# <<local|ap_sep_v1|app:in_a_comment>> #}
+host={{ inventory_hostname }}
+"""
+
+PLAY = """\
+- hosts: all
   gather_facts: false
   vars:
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
+    settings:
+      db: {password: "<<local|ap_sep_v1|app:db_password>>", port: 5432}
+      names: ["<<local|ap_sep_v1|app:user>>", "plain"]
+    brace_term: !unsafe "{{local|ap_sep_v1|app:api_token}}"
   tasks:
-    - name: render the config file
-      ansible.builtin.template:
+    - name: render
+      apsecrets.core.template:
         src: app.conf.j2
-        dest: "{{ out }}"
-        mode: "0600"
+        dest: "out/{{ inventory_hostname }}.conf"
+        mode: "0640"
+        validate: grep -q ^password= %s
       vars:
-        creds: "{{ query('apsecret', %s, config='apsecrets.yaml') }}"
-        user: "{{ lookup('apsecret', '<<local|ap_sep_v1|app:user>>') }}"
-      no_log: %s
+        user: "{{ lookup('apsecrets.core.secret', 'local|ap_sep_v1|app:user') }}"
+    - name: a file that is already up to date
+      apsecrets.core.template:
+        src: same.j2
+        dest: "out/{{ inventory_hostname }}.same"
+    - name: no reference, so no config is looked up
+      apsecrets.core.template:
+        src: plain.j2
+        dest: "out/{{ inventory_hostname }}.plain"
+        config: /nonexistent/apsecrets.yaml
+    - name: filter, lookup policies and the legacy name
+      ansible.builtin.copy:
+        dest: "out/{{ inventory_hostname }}.json"
+        content: "{{ {'resolved': settings | apsecrets.core.resolve,
+                      'undefined': lookup('apsecrets.core.secret', 'local|ap_sep_v1|app:nope',
+                                          on_missing='undefined', default='dflt'),
+                      'keep': lookup('apsecrets.core.secret', '<<local|ap_sep_v1|app:nope>>',
+                                     on_missing='keep'),
+                      'many': query('apsecrets.core.secret', 'local|ap_sep_v1|app:user',
+                                    brace_term),
+                      'legacy': lookup('apsecret', 'local|ap_sep_v1|app:user')} | to_json }}"
+      no_log: true
 """
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "secrets.yaml").write_text(SECRETS)
+    (tmp_path / "secrets.yaml").write_text(
+        "app:\n  db_password: pw-Secret-1\n  api_token: tok-Secret-2\n  user: admin-Secret-3\n"
+    )
     (tmp_path / "apsecrets.yaml").write_text(
         "connections:\n  local: {provider: file, path: secrets.yaml}\n"
     )
-    (tmp_path / "app.conf.j2").write_text("user={{ user }}\npassword={{ creds[0] }}\n")
+    (tmp_path / "app.conf.j2").write_text(TEMPLATE)
+    (tmp_path / "plain.j2").write_text("host={{ inventory_hostname }}\n")
+    (tmp_path / "same.j2").write_text("pw=<<local|ap_sep_v1|app:db_password>>\n")
+    (tmp_path / "site.yml").write_text(PLAY)
+    (tmp_path / "hosts").write_text("".join(f"h{n} ansible_connection=local\n" for n in (1, 2, 3)))
+    (tmp_path / "out").mkdir()
     return tmp_path
 
 
-def play(project: Path, terms: str, *, no_log: bool = True) -> subprocess.CompletedProcess[str]:
-    (project / "site.yml").write_text(PLAYBOOK % (terms, "true" if no_log else "false"))
-    env = {
-        **os.environ,
-        "HOME": str(project),
-        "ANSIBLE_LOOKUP_PLUGINS": str(PLUGIN_DIR),
-        "ANSIBLE_LOCAL_TEMP": str(project / "ansible-local"),
-        "ANSIBLE_REMOTE_TEMP": str(project / "ansible-remote"),
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_HOST_KEY_CHECKING": "False",
-        "ANSIBLE_CONFIG": str(project / "none.cfg"),
-        "APSECRETS_CONFIG": str(project / "apsecrets.yaml"),
-    }
-    args = [str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "site.yml", "-e", "out=app.conf"]
+def play(
+    project: Path, *args: str, playbook: str = "site.yml", inventory: str = "hosts", **env: str
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "APSECRETS_"))}
+    environ.update(
+        HOME=str(project),
+        ANSIBLE_CONFIG=str(project / "none.cfg"),
+        ANSIBLE_LOCAL_TEMP=str(project / ".ansible-local"),
+        ANSIBLE_REMOTE_TEMP=str(project / ".ansible-remote"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORKS="2",
+        ANSIBLE_LOOKUP_PLUGINS=str(Path(legacy_lookup.__path__[0])),
+    )
+    environ.update(env)
+    argv = [str(ANSIBLE_PLAYBOOK), "-i", inventory, playbook, *args]
     return subprocess.run(
-        args, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
+        argv, cwd=project, env=environ, capture_output=True, text=True, timeout=300, check=False
     )
 
 
-class TestPlaybook:
-    def test_template_task_renders_secrets(self, project: Path) -> None:
-        result = play(project, "'local|ap_sep_v1|app:db_password'")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert (project / "app.conf").read_text() == "user=admin\npassword=ans-Secret-1\n"
-        assert "ans-Secret-1" not in result.stdout + result.stderr
+def assert_no_values(output: str, *values: str) -> None:
+    for value in values or VALUES:
+        assert value not in output
 
-    def test_missing_secret_fails_the_play_without_values(self, project: Path) -> None:
-        # Without no_log, so that the error is shown (ansible-core 2.17 hides it
-        # otherwise): it must name the reference and still hold no value.
-        terms = "'local|ap_sep_v1|app:db_password', 'local|ap_sep_v1|app:nope'"
-        result = play(project, terms, no_log=False)
+
+class TestPlay:
+    def test_template_lookup_and_filter(self, project: Path) -> None:
+        result = play(project, "--diff")
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        for host in ("h1", "h2", "h3"):
+            conf = project / "out" / f"{host}.conf"
+            assert conf.read_text().splitlines()[1:] == [
+                "user=admin-Secret-3",
+                "password=pw-Secret-1",
+                "token=tok-Secret-2",
+                f"host={host}",
+            ]
+            assert stat.S_IMODE(conf.stat().st_mode) == 0o640
+        assert (project / "out" / "h2.plain").read_text() == "host=h2\n"
+        data = (project / "out" / "h1.json").read_text()
+        assert '"resolved": {"db": {"password": "pw-Secret-1", "port": 5432}' in data
+        assert '"names": ["admin-Secret-3", "plain"]' in data
+        assert '"undefined": "dflt"' in data
+        assert '"keep": "<<local|ap_sep_v1|app:nope>>"' in data
+        assert '"many": ["admin-Secret-3", "tok-Secret-2"]' in data
+        assert '"legacy": "admin-Secret-3"' in data
+        # --diff shows references where values are, the lookup's value included.
+        assert "+password=<<local|ap_sep_v1|app:db_password>>" in output
+        assert "+token={{local|ap_sep_v1|app:api_token}}" in output
+        assert "+user=<<local|ap_sep_v1|app:user>>" in output
+        assert_no_values(output)
+
+    def test_check_mode_and_diff_after_rotation(self, project: Path) -> None:
+        conf = project / "out" / "h1.conf"
+        old = "# managed\nuser=admin-Secret-3\npassword=pw-Old-9\ntoken=tok-Secret-2\nhost=h1\nold-Line-Secret\n"
+        conf.write_text(old)
+        (project / "out" / "h1.same").write_text("pw=pw-Secret-1\n")
+        # The config found through the apsecrets_config variable, nothing beside the playbook.
+        (project / "conf").mkdir()
+        for name in ("apsecrets.yaml", "secrets.yaml"):
+            (project / name).rename(project / "conf" / name)
+        args = ("-e", "apsecrets_config=conf/apsecrets.yaml")
+        result = play(project, "--check", "--diff", "--limit", "h1", *args)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert conf.read_text() == old  # check mode writes nothing
+        tasks = {t.split("]", 1)[0]: t for t in output.split("TASK [")[1:]}
+        assert "changed: [h1]" in tasks["render"]
+        assert "ok: [h1]" in tasks["a file that is already up to date"]
+        assert "-password=[previous value of <<local|ap_sep_v1|app:db_password>>]" in output
+        assert "+password=<<local|ap_sep_v1|app:db_password>>" in output
+        assert " token={{local|ap_sep_v1|app:api_token}}" in output  # unchanged line
+        assert "-[apsecrets: 1 line(s) hidden: not mapped back to a reference]" in output
+        assert_no_values(output, *VALUES, "pw-Old-9", "old-Line-Secret")
+
+    def test_backup_and_failed_validation(self, project: Path) -> None:
+        (project / "site.yml").write_text(
+            PLAY.replace("        validate: grep -q ^password= %s\n", "        backup: true\n")
+        )
+        conf = project / "out" / "h1.conf"
+        conf.write_text("old\n")
+        result = play(project, "--limit", "h1")
+        assert result.returncode == 0, result.stdout + result.stderr
+        backups = [p for p in (project / "out").iterdir() if p.name.startswith("h1.conf.")]
+        assert [p.read_text() for p in backups] == ["old\n"]
+
+        (project / "site.yml").write_text(PLAY.replace("^password=", "^nothing-like-this"))
+        conf.write_text("old\n")
+        result = play(project, "--limit", "h1")
+        assert result.returncode != 0
+        assert conf.read_text() == "old\n"
+        assert_no_values(result.stdout + result.stderr)
+
+    def test_unresolvable_references_fail_with_code_and_reference(self, project: Path) -> None:
+        (project / "app.conf.j2").write_text(
+            TEMPLATE + "missing=<<local|ap_sep_v1|app:nope>>\nx=<<nowhere|ap_sep_v1|a:b>>\n"
+        )
+        result = play(project, "-vvv", "--diff", "--limit", "h1")
         output = result.stdout + result.stderr
         assert result.returncode != 0
-        assert "SECRET_MANAGER_GET_SECRET_FAILED" in output
-        assert "app:nope" in output
-        assert "ans-Secret-1" not in output
-        assert not (project / "app.conf").exists()
+        assert (
+            "SECRET_MANAGER_GET_SECRET_FAILED: <<local|ap_sep_v1|app:nope>>: "
+            "Secret value for key nope not found (in app.conf.j2:7)"
+        ) in output
+        assert "VALIDATION: <<nowhere|ap_sep_v1|a:b>>: Unknown connection 'nowhere'" in output
+        assert not (project / "out" / "h1.conf").exists()
+        assert_no_values(output)
 
 
-@pytest.fixture
-def lookup() -> Any:
-    lookup_loader.add_directory(str(PLUGIN_DIR))
-    return lookup_loader.get("apsecret", loader=DataLoader())
+def test_the_example_runs(tmp_path: Path) -> None:
+    example = tmp_path / "example"
+    shutil.copytree(ROOT / "examples" / "ansible", example, ignore=shutil.ignore_patterns("out"))
+    cfg = str(example / "ansible.cfg")
+    result = play(example, inventory="inventory.ini", ANSIBLE_CONFIG=cfg)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "password = example-db-Password-1" in (example / "out" / "web2-app.conf").read_text()
+    assert '"password": "example-db-Password-1"' in (example / "out" / "web3-db.json").read_text()
+    assert "example-" not in output
 
 
-@pytest.fixture
-def mem_config(tmp_path: Path, store: Mapping[str, Any], lookup: Any) -> Iterator[Path]:
-    path = tmp_path / "apsecrets.yaml"
-    path.write_text("connections:\n  mem: {provider: memory}\n")
-    yield path
-    plugin = sys.modules[type(lookup).__module__]
-    for _, resolver in plugin._resolvers.values():
-        resolver.close()
-    plugin._resolvers.clear()
-
-
-def resolver_of(lookup: Any, config: Path) -> Resolver:
-    plugin = sys.modules[type(lookup).__module__]
-    return plugin._resolvers[(os.getpid(), str(config.resolve()))][1]  # type: ignore[no-any-return]
-
-
-class TestLookup:
-    def test_all_terms_in_one_round(self, lookup: Any, mem_config: Path) -> None:
-        terms = [
-            "mem|ap_sep_v1|prod/db:username",
-            "<<mem|ap_sep_v1|prod/db:password>>",
-            "{{mem|ap_sep_v1|prod/api:token}}",
-            "mem|ap_sep_v1|prod/db:username",
-        ]
-        values = lookup.run(terms, {}, config=str(mem_config))
-        assert values == ["admin", "pw-Secret-1", "tok-Secret-2", "admin"]
-        provider = resolver_of(lookup, mem_config).connections["mem"]
-        assert isinstance(provider, MemoryProvider)
-        assert [sorted(s.name for s in batch) for batch in provider.calls] == [
-            ["prod/api", "prod/db"]
-        ]
-
-    def test_every_failure_is_named_without_values(self, lookup: Any, mem_config: Path) -> None:
-        terms = [
-            "mem|ap_sep_v1|prod/db:password",
-            "mem|ap_sep_v1|gone:x",
-            "mem|ap_sep_v1|prod/db:x",
-        ]
-        with pytest.raises(AnsibleError) as info:
-            lookup.run(terms, {}, config=str(mem_config))
-        message = str(info.value)
-        assert message.startswith("apsecret: SECRET_MANAGER_GET_SECRET_FAILED: ")
-        assert "mem|gone:x" in message
-        assert "mem|prod/db:x" in message
-        assert "pw-Secret-1" not in message
-
-    def test_a_term_that_is_not_a_reference_is_not_echoed(
-        self, lookup: Any, mem_config: Path
-    ) -> None:
-        with pytest.raises(AnsibleError, match=r"VALIDATION: term #2 is not a secret reference"):
-            lookup.run(["mem|ap_sep_v1|prod/db:password", "hunter2"], {}, config=str(mem_config))
-
-    def test_relative_config_falls_back_to_the_role_dir(
-        self, lookup: Any, mem_config: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-    ) -> None:
-        monkeypatch.chdir(tmp_path.parent)
-        values = lookup.run(["mem|ap_sep_v1|plain"], {"role_path": str(tmp_path)})
-        assert values == ["plain-Secret-3"]
-
-    def test_missing_config_file(self, lookup: Any, tmp_path: Path) -> None:
-        with pytest.raises(AnsibleError, match="VALIDATION: jinja_apsecrets config file not found"):
-            lookup.run(["mem|ap_sep_v1|plain"], {}, config=str(tmp_path / "nope.yaml"))
-
-    def test_unknown_connection(self, lookup: Any, mem_config: Path) -> None:
-        with pytest.raises(AnsibleError, match=r"apsecret: VALIDATION: .*Unknown connection"):
-            lookup.run(["aws|ap_sep_v1|a:b"], {}, config=str(mem_config))
+class TestCollectionPackaging:
+    def test_galaxy_build(self, tmp_path: Path) -> None:
+        result = subprocess.run(
+            [
+                str(ANSIBLE_GALAXY),
+                "collection",
+                "build",
+                str(COLLECTION),
+                "--output-path",
+                str(tmp_path),
+            ],
+            env={**os.environ, "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        with tarfile.open(tmp_path / "apsecrets-core-0.1.0.tar.gz") as tar:
+            names = set(tar.getnames())
+        assert {
+            "MANIFEST.json",
+            "meta/runtime.yml",
+            "plugins/lookup/secret.py",
+            "plugins/filter/resolve.py",
+            "plugins/action/template.py",
+            "plugins/callback/prefetch.py",
+            "plugins/plugin_utils/registry.py",
+        } <= names
+        assert not [n for n in names if "__pycache__" in n]

@@ -143,3 +143,42 @@ class TestOptions:
             env = engines["jinja2"].env
             assert "jinja2.ext.ExprStmtExtension" in env.extensions
             assert render_to_string("page.html") == "pw=dj-Secret-1 "
+
+
+LEAKED = "Zq8vXw3Kp"  # no 4-character piece in common with a traceback's own text
+
+
+def hidden(text: str) -> bool:
+    """No 4-character piece of :data:`LEAKED` (any case, or reversed) in ``text``."""
+    low = text.lower()
+    pieces = {LEAKED.lower()[i : i + 4] for i in range(len(LEAKED) - 3)}
+    return not any(p in low or p[::-1] in low for p in pieces)
+
+
+class TestRedaction:
+    """``{% include secret(..) %}`` fails with the value as the template name:
+    Django's DEBUG page and the ``django.request`` log show it redacted."""
+
+    def test_debug_page_and_log(self, site: Path, caplog: pytest.LogCaptureFixture) -> None:
+        import logging
+        import re
+
+        (site / "secrets.yaml").write_text(f"app: {{db_password: {LEAKED}}}\n")
+        (site / "leak.html").write_text('{% include secret("local", "app:db_password") | upper %}')
+        with (
+            override_settings(TEMPLATES=templates(site), DEBUG=True),
+            caplog.at_level(logging.ERROR, logger="django.request"),
+        ):
+            resolver: Resolver = engines["jinja2"].resolver
+            response = Client(raise_request_exception=False).get("/leak.html")
+            resolver.close()
+        assert response.status_code == 500
+        page = response.content.decode()
+        (message,) = re.findall(r'<pre class="exception_value">(.*?)</pre>', page, re.S)
+        assert "&lt;redacted&gt;" in message
+        assert hidden(message)
+        logged = "\n".join(
+            logging.Formatter().formatException(r.exc_info) for r in caplog.records if r.exc_info
+        )
+        assert "TemplateNotFound: '<redacted>'" in logged
+        assert hidden(logged)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import flask
 import pytest
+from support import FakeClock
 
 from jinja_apsecrets import Resolver, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.integrations.flask import SecretsJinja, get_resolver
@@ -145,3 +147,90 @@ class TestExample:
         assert "<code>pk_flask_example_123</code>" in client.get("/").text
         assert client.get("/status").json == {"database_user": "app", "password_length": 28}
         get_resolver(module.app).close()
+
+
+LEAKS = {
+    "include.html": '{% include secret("local", "app:db_password") | upper %}',
+    "key.html": '{{ {}[secret("local", "app:db_password")[2:]] + 1 }}',
+}
+
+
+#: A value with no 4-character piece in common with a traceback's own text.
+LEAKED = "Zq8vXw3Kp"
+
+
+def hidden(text: str, value: str = LEAKED) -> bool:
+    """No 4-character piece of ``value`` (any case, or reversed) in ``text``."""
+    low = text.lower()
+    pieces = {value.lower()[i : i + 4] for i in range(len(value) - 3)}
+    return not any(p in low or p[::-1] in low for p in pieces)
+
+
+class TestRedaction:
+    """Jinja2's own messages quote a value; the error page and the log show it redacted."""
+
+    @pytest.fixture(autouse=True)
+    def distinct_value(self, site: Path) -> None:
+        (site / "secrets.yaml").write_text(f"app: {{db_password: {LEAKED}}}\n")
+
+    @pytest.mark.parametrize("name", sorted(LEAKS))
+    def test_logged_error_is_redacted(
+        self, site: Path, name: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        (site / "templates" / name).write_text(LEAKS[name])
+        app = make_app(site, TESTING=False, PROPAGATE_EXCEPTIONS=False)
+        SecretsJinja(app)
+        with caplog.at_level(logging.ERROR):
+            response = app.test_client().get(f"/{name}")
+        get_resolver(app).close()
+        assert response.status_code == 500
+        logged = "\n".join(
+            f"{r.getMessage()}\n{logging.Formatter().formatException(r.exc_info)}"
+            for r in caplog.records
+            if r.exc_info
+        )
+        assert "<redacted>" in logged
+        assert hidden(logged)
+
+    def test_werkzeug_debug_page_is_redacted(self, site: Path) -> None:
+        from werkzeug.debug import DebuggedApplication
+
+        (site / "templates" / "include.html").write_text(LEAKS["include.html"])
+        app = make_app(site, TESTING=False, PROPAGATE_EXCEPTIONS=True)
+        SecretsJinja(app)
+        app.wsgi_app = DebuggedApplication(app.wsgi_app, evalex=False)  # type: ignore[method-assign]
+        response = app.test_client().get("/include.html")
+        get_resolver(app).close()
+        assert response.status_code == 500
+        assert "TemplateNotFound" in response.text
+        assert "&lt;redacted&gt;" in response.text
+        assert hidden(response.text)
+
+    def test_messages_without_a_value_are_kept(self, site: Path) -> None:
+        (site / "templates" / "add.html").write_text("{{ secret('local', 'app:db_password') + 1 }}")
+        app = make_app(site)
+        SecretsJinja(app)
+        with pytest.raises(TypeError, match=r'can only concatenate str \(not "int"\) to str'):
+            app.test_client().get("/add.html")
+        get_resolver(app).close()
+
+
+class TestMissingWarnings:
+    def test_once_per_reference_per_ttl(self, site: Path, caplog: pytest.LogCaptureFixture) -> None:
+        clock = FakeClock()
+        resolver = Resolver.from_config(site / "apsecrets.yaml", ttl=60, timer=clock)
+        app = make_app(site, APSECRETS_ON_MISSING="undefined")
+        SecretsJinja(app, resolver=resolver)
+        client = app.test_client()
+
+        def warnings() -> int:
+            return sum("app:nope missing" in r.getMessage() for r in caplog.records)
+
+        with caplog.at_level(logging.WARNING, logger="jinja_apsecrets"):
+            for _ in range(5):
+                assert client.get("/missing.html").text == "line 1\nkey="
+            assert warnings() == 1
+            clock.advance(61)
+            client.get("/missing.html")
+            assert warnings() == 2
+        resolver.close()

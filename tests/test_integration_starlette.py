@@ -164,3 +164,44 @@ class TestDependency:
         assert templates.get_template("missing.html").render() == (
             "line 1\n<<local|ap_sep_v1|app:nope>>"
         )
+
+
+LEAKED = "Zq8vXw3Kp"  # no 4-character piece in common with a traceback's own text
+
+
+def hidden(text: str) -> bool:
+    """No 4-character piece of :data:`LEAKED` (any case, or reversed) in ``text``."""
+    low = text.lower()
+    pieces = {LEAKED.lower()[i : i + 4] for i in range(len(LEAKED) - 3)}
+    return not any(p in low or p[::-1] in low for p in pieces)
+
+
+class TestRedaction:
+    """Jinja2's ``TemplateNotFound: <value>`` is redacted on Starlette's debug page."""
+
+    @pytest.mark.parametrize("route", ["sync", "async"])
+    def test_debug_page(self, site: Path, route: str) -> None:
+        (site / "secrets.yaml").write_text(f"app: {{db_password: {LEAKED}}}\n")
+        (site / "leak.html").write_text('{% include secret("local", "app:db_password")[::-1] %}')
+        config = {
+            "connections": {"local": {"provider": "file", "path": str(site / "secrets.yaml")}}
+        }
+        with Resolver.from_config(config) as resolver:
+            templates = Jinja2Templates(directory=site)
+            install(templates, resolver)
+            app = FastAPI(debug=True)
+
+            @app.get("/sync")
+            async def sync_page(request: Request) -> HTMLResponse:
+                return templates.TemplateResponse(request, "leak.html")
+
+            @app.get("/async")
+            async def async_page(request: Request) -> HTMLResponse:
+                return await template_response(templates, request, "leak.html")
+
+            client = TestClient(app, raise_server_exceptions=False)
+            response = client.get(f"/{route}", headers={"accept": "text/html"})
+        assert response.status_code == 500
+        assert "TemplateNotFound" in response.text
+        assert "&lt;redacted&gt;" in response.text
+        assert hidden(response.text)

@@ -27,8 +27,9 @@ from botocore.retries.standard import ExponentialBackoff
 from servers import Server, closed_port, start_moto
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
+from jinja_apsecrets.providers._aws_common import classify
 from jinja_apsecrets.providers.aws import AwsProvider
-from jinja_apsecrets.providers.base import Locator, SecretId
+from jinja_apsecrets.providers.base import Failure, Locator, SecretId
 from jinja_apsecrets.resolver import Resolver
 from jinja_apsecrets.testing import ProviderContract
 
@@ -429,9 +430,14 @@ class TestThrottling:
         if times < sends:
             assert results[("aws", "busy:k")] == "busy-value-1"
         else:
+            # Still throttled after botocore's retries: AWS could not answer.
             error = results[("aws", "busy:k")]
-            assert isinstance(error, SecretNotFoundError)
-            assert "ThrottlingException" in error.message
+            assert isinstance(error, SecretConnectionError)
+            assert error.code == "SECRET_MANAGER_CONNECTION_FAILED"
+            assert error.message == (
+                "AWS Secrets Manager throttled the requests (ThrottlingException 400) "
+                "after 2 attempts"
+            )
 
 
 class TestConnectionFailures:
@@ -515,3 +521,157 @@ class TestAwsContract(ProviderContract):
     @pytest.fixture
     def invalid(self) -> list[str]:
         return ["contract/db", "contract/db:", ":password", "bad name:key"]
+
+
+def aws_answer(request: AWSPreparedRequest, status: int, body: Mapping[str, Any]) -> AWSResponse:
+    """An AWS JSON-protocol response, for ``before-send`` doubles."""
+    data = json.dumps(body).encode()
+    raw = SimpleNamespace(stream=lambda **_: iter([data]))
+    return AWSResponse(request.url, status, HTTPHeaders(), raw)
+
+
+class TestFailureRule:
+    """AWS's errors under the one rule of providers.base (see also test_failures)."""
+
+    @pytest.mark.parametrize(
+        ("code", "status", "failure"),
+        [
+            ("ResourceNotFoundException", 400, Failure.ABSENT),
+            ("AccessDeniedException", 400, Failure.DENIED),
+            ("DecryptionFailure", 400, Failure.UNDECRYPTABLE),
+            ("InvalidRequestException", 400, Failure.REJECTED),
+            ("ValidationException", 400, Failure.REJECTED),
+            ("UnrecognizedClientException", 400, Failure.CREDENTIALS),
+            ("InvalidSignatureException", 400, Failure.CREDENTIALS),
+            ("ExpiredTokenException", 400, Failure.CREDENTIALS),
+            ("ThrottlingException", 400, Failure.UNAVAILABLE),
+            ("TooManyRequestsException", 429, Failure.UNAVAILABLE),
+            ("InternalServiceError", 500, Failure.UNAVAILABLE),
+            ("ServiceUnavailable", 503, Failure.UNAVAILABLE),
+            ("SomethingNew", 502, Failure.UNAVAILABLE),
+            ("503", 503, Failure.UNAVAILABLE),  # a body botocore could not read
+            ("403", 403, Failure.DENIED),
+        ],
+    )
+    def test_classify(self, code: str, status: int, failure: Failure) -> None:
+        assert classify(code, status) is failure
+
+    def test_deleted_is_told_by_the_message(self) -> None:
+        message = (
+            "You can't perform this operation on the secret because it was marked for deletion."
+        )
+        assert classify("InvalidRequestException", 400, message) is Failure.DELETED
+
+    def test_kms_denial_says_kms_decrypt(self, provider: AwsProvider, sm: Any) -> None:
+        """AWS answers GetSecretValue with AccessDeniedException "Access to KMS is
+        not allowed" when the caller may not decrypt (a double: moto has no KMS checks)."""
+        put(sm, "locked", {"k": "locked-value-1"})
+
+        def denied(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+            body = {"__type": "AccessDeniedException", "Message": "Access to KMS is not allowed"}
+            return aws_answer(request, 400, body)
+
+        provider.client.meta.events.register("before-send.secretsmanager", denied)
+        with pytest.raises(SecretNotFoundError) as info:
+            Resolver({"aws": provider}).get("aws", "locked:k")
+        assert info.value.code == "SECRET_MANAGER_GET_SECRET_FAILED"
+        assert info.value.message == (
+            "Access denied to the KMS key of secret locked: the IAM policy must grant "
+            "kms:Decrypt on the key that encrypts it"
+        )
+
+    def test_batch_error_named_by_arn_maps_back(
+        self, provider: AwsProvider, sm: Any, calls: Counter[str]
+    ) -> None:
+        """A BatchGetSecretValue ``Errors`` entry may name by ARN a secret asked
+        for by name (a double of that answer; moto echoes the id sent)."""
+        good = put(sm, "app/good", {"k": "good-value-1"})
+        arn = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:app/locked-Ab12Cd"
+
+        def answer(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+            entry = {
+                "ARN": good["ARN"],
+                "Name": "app/good",
+                "SecretString": '{"k": "good-value-1"}',
+            }
+            error = {
+                "SecretId": arn,
+                "ErrorCode": "DecryptionFailure",
+                "Message": "Secrets Manager can't decrypt the protected secret text",
+            }
+            return aws_answer(request, 200, {"SecretValues": [entry], "Errors": [error]})
+
+        provider.client.meta.events.register("before-send.secretsmanager", answer)
+        got = Resolver({"aws": provider}).get_many([("aws", "app/good:k"), ("aws", "app/locked:k")])
+        assert got[("aws", "app/good:k")] == "good-value-1"
+        error = got[("aws", "app/locked:k")]
+        assert isinstance(error, SecretNotFoundError)
+        assert (
+            error.message
+            == "Secret app/locked cannot be decrypted with its KMS key (DecryptionFailure)"
+        )
+        assert calls == {"BatchGetSecretValue": 1}
+
+    def test_not_found_names_region_then_account(self, provider: AwsProvider, sm: Any) -> None:
+        resolver = Resolver({"aws": provider})
+        with pytest.raises(SecretNotFoundError) as info:
+            resolver.get("aws", "nowhere:k")
+        assert info.value.message == f"Secret nowhere not found in region {REGION}"
+        put(sm, "somewhere", {"k": "somewhere-value-1"})
+        assert (
+            resolver.get("aws", "somewhere:k") == "somewhere-value-1"
+        )  # its ARN names the account
+        with pytest.raises(SecretNotFoundError) as info:
+            resolver.get("aws", "nowhere2:k")
+        assert (
+            info.value.message
+            == f"Secret nowhere2 not found in region {REGION} (account 123456789012)"
+        )
+
+    @pytest.mark.parametrize(
+        ("status", "code"), [(500, "InternalServiceError"), (503, "ServiceUnavailable")]
+    )
+    def test_5xx_after_retries_is_a_connection_failure(
+        self, moto: Server, sm: Any, status: int, code: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
+        sends = []
+
+        def failing(request: AWSPreparedRequest, **_: Any) -> AWSResponse:
+            sends.append(1)
+            return aws_answer(request, status, {"__type": code, "message": "try later"})
+
+        aws = make(moto.url, maxAttempts=3)
+        aws.client.meta.events.register("before-send.secretsmanager", failing)
+        with pytest.raises(SecretConnectionError) as info:
+            Resolver({"aws": aws}).get("aws", "any:k")
+        assert len(sends) == 3  # botocore retried first
+        assert (
+            info.value.message
+            == f"AWS Secrets Manager could not answer ({code} {status}) after 3 attempts"
+        )
+
+    def test_batch_refused_as_a_whole_reads_each_alone(
+        self, provider: AwsProvider, sm: Any, calls: Counter[str]
+    ) -> None:
+        """A batch answered with one error for the whole list (a double; the
+        single reads go to moto) costs the batch once, not the connection."""
+        put(sm, "w/a", {"k": "wa-value-1"})
+        put(sm, "w/b", {"k": "wb-value-1"})
+        refused: list[int] = []
+
+        def refuse_batch(request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
+            if request.headers.get("X-Amz-Target") != b"secretsmanager.BatchGetSecretValue":
+                return None
+            refused.append(1)
+            body = {"__type": "ValidationException", "message": "bad request"}
+            return aws_answer(request, 400, body)
+
+        provider.client.meta.events.register("before-send.secretsmanager", refuse_batch)
+        got = Resolver({"aws": provider}).get_many([("aws", "w/a:k"), ("aws", "w/b:k")])
+        assert list(got.values()) == ["wa-value-1", "wb-value-1"]
+        assert calls == {"BatchGetSecretValue": 1, "GetSecretValue": 2}
+        assert refused == [1]
+        assert provider.plan([SecretId("w/a"), SecretId("w/b")]) == [
+            [SecretId("w/a"), SecretId("w/b")]
+        ]

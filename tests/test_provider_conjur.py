@@ -1,21 +1,56 @@
-"""Tests of the ``cyberark-conjur`` provider, against a local stand-in for Conjur's REST API.
+"""Tests of the ``cyberark-conjur`` provider, against a local double of Conjur's REST API.
 
 No Conjur server can run here (it needs PostgreSQL and a Rails appliance).
-:class:`FakeConjur` is a small ``http.server`` on 127.0.0.1 and a free port
-that implements the endpoints the provider uses as Conjur documents them:
-``POST /authn/{account}/{login}/authenticate`` (API key as the body, 200 with
-a JSON token or 401), ``GET /secrets?variable_ids=...`` (comma-separated full
-resource ids; 200 with a JSON object keyed by them, or 404 / 403 / 406 for
-the whole batch), ``GET /secrets/{account}/variable/{id}`` (the raw value),
-and ``Authorization: Token token="<base64 token>"`` (401 when unknown). Tests
-assert the exact requests the provider makes.
+:class:`FakeConjur` is a small ``http.server`` on 127.0.0.1 and a free port, a
+*test double*: it implements the endpoints the provider uses, following
+Conjur's own source (cyberark/conjur at 8031a2a, Nov 2025) and its OpenAPI
+spec (cyberark/conjur-openapi-spec, ``spec/secrets.yml``):
+
+* ``POST /authn/{account}/{login}/authenticate``: the API key as the body;
+  200 with a JSON token, or 401.
+* ``GET /secrets?variable_ids=...``, ``SecretsController#batch``
+  (app/controllers/secrets_controller.rb), in its order of checks:
+  an empty list or an empty id is ``ArgumentError`` -> 422
+  (``ApplicationController#argument_error``); ``Resource.where`` finds
+  variables whatever the login may see, and ``authorize_many`` answers 403
+  with no body (``head :forbidden``) for any it may not execute, invisible
+  ones included; more than ``dynamic_secrets_per_request_max`` (10) dynamic
+  variables (ids under ``data/dynamic/``) is 422; a missing variable is 404
+  naming the *first* one
+  (``Errors::Conjur::MissingSecretValue``, CONJ00076E), and so is a variable
+  without a value; a value with a byte >= 0x80 cannot be rendered as JSON
+  (the value is a binary Ruby string: ``Encoding::UndefinedConversionError``)
+  -> 406 CONJ00074E (``bad_secret_encoding``), unless ``Accept-Encoding`` is
+  ``base64`` (``casecmp?``: the whole header, any case), which answers
+  ``Content-Encoding: base64`` and ``Base64.encode64`` values (a newline every
+  60 characters). ``legacy=True`` plays servers from before that error and
+  before base64: the header is ignored and such a value is a 500.
+  Duplicate ids: ``Resource.where`` returns each variable once, the count
+  check fails, ``find`` names nothing, and ``RecordNotFound.new(nil)`` fails
+  in its own ``nil.split``; the NoMethodError handler
+  (``validation_failed``) then fails on ``e.errors``: a 500. The double
+  answers 500 and records the duplicate in ``protocol_errors``. (The brief
+  for this work said 400; the source gives no path to a 400.)
+* ``GET /secrets/{account}/variable/{id}``, ``SecretsController#show``:
+  ``FindResource`` answers 404 (MissingSecretValue) for an invisible or
+  missing variable or one without a value, 403 (no body) for a visible one
+  the login may not execute; otherwise the raw bytes.
+* ``Authorization: Token token="<base64 token>"``: 401 when unknown.
+
+``fail_next`` queues gateway failures (502/503/504, or ``"reset"``: the
+connection is closed before any answer) for the retry tests. Tests assert the
+exact requests the provider makes.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,6 +80,7 @@ class Seen:
     target: str
     auth: str | None
     body: bytes
+    accept_encoding: str | None = None
 
 
 class FakeConjur(ThreadingHTTPServer):
@@ -61,9 +97,17 @@ class FakeConjur(ThreadingHTTPServer):
             "team a/api+key": b"key-0b7f33",
             "prod/empty": None,  # declared in policy, no value yet
             "prod/blob": b"\xff\xfe\x00binary",
-            "prod/admin/root": b"root-secret",  # exists, but the login may not execute it
+            "prod/admin/root": b"root-secret",  # visible, but the login may not execute it
+            "ops/hidden": b"hidden-secret",  # exists, but the login cannot even see it
+            "prod/unicode": "pässwörd-ü".encode(),  # valid UTF-8, bytes >= 0x80
+            "prod/long": ("ä" * 50).encode(),  # base64 longer than one encode64 line
         }
         self.forbidden = {"prod/admin/root"}
+        self.invisible = {"ops/hidden"}
+        self.legacy = False  # a server from before CONJ00074E and Accept-Encoding: base64
+        self.dynamic_max = 10  # conjur_config.dynamic_secrets_per_request_max
+        self.fail_next: list[int | str] = []
+        self.protocol_errors: list[str] = []
         self.tokens: set[bytes] = set()
         self.issued = 0
         self.seen: list[Seen] = []
@@ -117,11 +161,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _record(self, body: bytes = b"") -> None:
         auth = self.headers.get("Authorization")
-        self.server.seen.append(Seen(self.command, self.path, auth, body))
+        encoding = self.headers.get("Accept-Encoding")
+        self.server.seen.append(Seen(self.command, self.path, auth, body, encoding))
+
+    def _gateway_failure(self) -> bool:
+        """Answer the next queued failure instead of Conjur, if any."""
+        with self.server._lock:
+            step = self.server.fail_next.pop(0) if self.server.fail_next else None
+        if step is None:
+            return False
+        if step == "reset":
+            self.close_connection = True
+            self.connection.close()
+        else:
+            assert isinstance(step, int)
+            self._reply(step, b"<html>gateway</html>", "text/html")
+        return True
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self._record(body)
+        if self._gateway_failure():
+            return
         parts = self.path.split("/")
         ok = (
             len(parts) == 5
@@ -147,6 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
+        if self._gateway_failure():
+            return
         if not self._authorized():
             self._reply(401)
             return
@@ -159,39 +222,88 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "not_found", "no route")
 
     def _batch(self, full_ids: list[str]) -> None:
-        if len(set(full_ids)) != len(full_ids) or "" in full_ids:
+        srv = self.server
+        if not full_ids or "" in full_ids:
             self._error(422, "argument_error", "variable_ids")
             return
         prefix = f"{ACCOUNT}:variable:"
-        ids = [f.removeprefix(prefix) for f in full_ids]
-        for full, ident in zip(full_ids, ids, strict=True):
-            if not full.startswith(prefix) or self.server.variables.get(ident) is None:
-                self._error(404, "not_found", f"CONJ00076E Variable {full} is empty or not found.")
+        found = [f for f in dict.fromkeys(full_ids) if f.removeprefix(prefix) in srv.variables]
+        found = [f for f in found if f.startswith(prefix)]
+        # authorize_many: every variable found, visible or not, needs execute.
+        if any(f.removeprefix(prefix) in srv.forbidden | srv.invisible for f in found):
+            self._reply(403)
+            return
+        dynamic = [f for f in found if f.removeprefix(prefix).startswith("data/dynamic/")]
+        if len(dynamic) > srv.dynamic_max:
+            message = (
+                "Number of dynamic secrets requested exceeds the maximum allowed in a "
+                f"single request ({srv.dynamic_max})"
+            )
+            self._error(422, "unprocessable_entity", message)
+            return
+        if len(found) != len(full_ids):
+            missing = [f for f in full_ids if f not in found]
+            if not missing:  # duplicates: RecordNotFound.new(nil) fails, see the docstring
+                srv.protocol_errors.append(f"duplicate variable ids: {full_ids}")
+                self._reply(500)
                 return
-        if any(ident in self.server.forbidden for ident in ids):
-            self._error(403, "forbidden", "Forbidden")
+            self._error(
+                404, "not_found", f"CONJ00076E Variable {missing[0]} is empty or not found."
+            )
             return
-        try:
-            values = {
-                f: (self.server.variables[f.removeprefix(prefix)] or b"").decode() for f in full_ids
-            }
-        except UnicodeDecodeError:
-            self._error(406, "not_acceptable", "Issue encoding secret into JSON format")
+        values: dict[str, bytes] = {}
+        for f in found:
+            value = srv.variables[f.removeprefix(prefix)]
+            if value is None:
+                self._error(404, "not_found", f"CONJ00076E Variable {f} is empty or not found.")
+                return
+            values[f] = value
+        wants_base64 = self.headers.get("Accept-Encoding", "").lower() == "base64"
+        if wants_base64 and not srv.legacy:
+            encoded = {f: base64.encodebytes(v).decode() for f, v in values.items()}
+            body = json.dumps(encoded).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Encoding", "base64")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
-        self._reply(200, json.dumps(values).encode())
+        if any(not v.isascii() for v in values.values()):
+            if srv.legacy:
+                self._reply(500)
+            else:
+                self._error(
+                    406,
+                    "not_acceptable",
+                    "CONJ00074E Issue encoding secret into JSON format, try including "
+                    "'Accept-Encoding: base64' header in request.",
+                )
+            return
+        self._reply(200, json.dumps({f: v.decode() for f, v in values.items()}).encode())
 
     def _one(self, ident: str) -> None:
         value = self.server.variables.get(ident)
-        if value is None:
+        if value is None or ident in self.server.invisible:
             self._error(
                 404,
                 "not_found",
                 f"CONJ00076E Variable {ACCOUNT}:variable:{ident} is empty or not found.",
             )
         elif ident in self.server.forbidden:
-            self._error(403, "forbidden", "Forbidden")
+            self._reply(403)
         else:
             self._reply(200, value, "application/octet-stream")
+
+
+def http_get(url: str, headers: Mapping[str, str]) -> tuple[int, str]:
+    """A raw GET, to look at what the double answers."""
+    request = urllib.request.Request(url, headers=dict(headers))
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 class Clock:
@@ -226,7 +338,9 @@ def make(server: FakeConjur, clock: Clock | None = None, **options: Any) -> Conj
         "apiKey": API_KEY,
         **options,
     }
-    return ConjurProvider("cyberark-conjur", config, clock=clock or Clock())
+    provider = ConjurProvider("cyberark-conjur", config, clock=clock or Clock())
+    provider.retry_backoff = 0  # retries never wait in tests
+    return provider
 
 
 @pytest.fixture
@@ -341,20 +455,70 @@ class TestBatch:
         ]
         assert list(result.values()) == ["pw-5e2a91", "app_user", "key-0b7f33"]
 
-    def test_missing_variable_is_attributed_one_by_one(
+    def test_missing_variables_are_named_one_404_at_a_time(
         self, provider: ConjurProvider, server: FakeConjur
     ) -> None:
         result = provider.fetch(ids("prod/db/user", "prod/nope", "prod/empty"))
-        assert server.gets[1:] == [
+        assert server.gets[1:] == [  # the 404 named prod/nope, then prod/empty
+            "/secrets?variable_ids=myorg:variable:prod%2Fdb%2Fuser,myorg:variable:prod%2Fempty",
             "/secrets/myorg/variable/prod%2Fdb%2Fuser",
-            "/secrets/myorg/variable/prod%2Fnope",
-            "/secrets/myorg/variable/prod%2Fempty",
         ]
         assert result[SecretId("prod/db/user")] == "app_user"
         for name in ("prod/nope", "prod/empty"):
             error = result[SecretId(name)]
             assert isinstance(error, SecretNotFoundError)
             assert name in error.message
+
+    def test_a_failing_batch_costs_extra_requests_once(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        for i in range(10):
+            server.variables[f"apps/s{i}"] = f"value-{i}".encode()
+        wanted = ids(*(f"apps/s{i}" for i in range(10)), "prod/admin/root")
+        first = provider.fetch(wanted)
+        assert 2 < len(server.gets) <= 2 * 4 + 1  # halving: about 2*log2(11) requests
+        server.seen.clear()
+        second = provider.fetch(wanted)
+        assert {k: repr(v) for k, v in second.items()} == {k: repr(v) for k, v in first.items()}
+        assert isinstance(second[SecretId("prod/admin/root")], SecretNotFoundError)
+        assert sorted(server.gets) == [  # one batch for the ten, the culprit alone
+            "/secrets/myorg/variable/prod%2Fadmin%2Froot",
+            "/secrets?variable_ids=" + ",".join(f"myorg:variable:apps%2Fs{i}" for i in range(10)),
+        ]
+
+    def test_a_culprit_that_recovers_rejoins_the_batch(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        provider.fetch(ids("prod/db/user", "prod/admin/root"))
+        server.forbidden.clear()  # execute granted meanwhile
+        provider.fetch(ids("prod/db/user", "prod/admin/root"))  # alone once more: it works
+        server.seen.clear()
+        result = provider.fetch(ids("prod/db/user", "prod/admin/root"))
+        assert result == {
+            SecretId("prod/db/user"): "app_user",
+            SecretId("prod/admin/root"): "root-secret",
+        }
+        assert len(server.gets) == 1
+
+    def test_too_many_dynamic_secrets_split_the_batch(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        names = [f"data/dynamic/aws-{i:02d}" for i in range(12)]
+        for name in names:
+            server.variables[name] = f"cred-{name[-2:]}".encode()
+        result = provider.fetch(ids(*names))
+        assert [result[SecretId(n)] for n in names] == [f"cred-{i:02d}" for i in range(12)]
+        assert len(server.gets) == 3  # 12 refused (422), then 6 and 6
+
+    def test_invisible_variable_fails_the_batch_with_403_and_alone_with_404(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        result = provider.fetch(ids("prod/db/user", "ops/hidden"))
+        assert result[SecretId("prod/db/user")] == "app_user"
+        error = result[SecretId("ops/hidden")]
+        assert isinstance(error, SecretNotFoundError)
+        assert "not visible" in error.message
+        assert "hidden-secret" not in repr(error)
 
     def test_forbidden_variable_is_its_own_error(self, provider: ConjurProvider) -> None:
         result = provider.fetch(ids("prod/db/user", "prod/admin/root"))
@@ -364,10 +528,68 @@ class TestBatch:
         assert "denied" in error.message
         assert "root-secret" not in repr(error)
 
-    def test_binary_value_is_reported_not_garbled(self, provider: ConjurProvider) -> None:
+    def test_binary_value_is_reported_not_garbled(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
         result = provider.fetch(ids("prod/db/user", "prod/blob"))
         assert result[SecretId("prod/db/user")] == "app_user"
         assert isinstance(result[SecretId("prod/blob")], SecretNotFoundError)
+        assert len(server.gets) == 1  # base64 carried it in the batch
+
+    def test_non_ascii_values_come_base64_encoded_in_one_batch(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        result = provider.fetch(ids("prod/unicode", "prod/long", "prod/db/user"))
+        assert result == {
+            SecretId("prod/unicode"): "pässwörd-ü",
+            SecretId("prod/long"): "ä" * 50,  # encode64 broke its base64 over lines
+            SecretId("prod/db/user"): "app_user",
+        }
+        (batch,) = [s for s in server.seen if s.method == "GET"]
+        assert batch.accept_encoding == "base64"
+
+    def test_without_base64_the_double_refuses_like_conjur(self, server: FakeConjur) -> None:
+        token = base64.b64encode(server.issue()).decode()
+        target = "/secrets?variable_ids=myorg:variable:prod%2Funicode"
+        headers = {"Authorization": f'Token token="{token}"', "Accept-Encoding": "identity"}
+        status, body = http_get(server.url + target, headers)
+        assert status == 406
+        assert "CONJ00074E" in body
+        server.legacy = True
+        assert http_get(server.url + target, headers)[0] == 500
+        dup = (
+            "/secrets?variable_ids=myorg:variable:prod%2Fdb%2Fuser,myorg:variable:prod%2Fdb%2Fuser"
+        )
+        assert http_get(server.url + dup, headers)[0] == 500
+        server.protocol_errors.clear()
+
+    def test_legacy_server_500_falls_back_and_remembers_the_culprit(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        server.legacy = True
+        wanted = ids("prod/db/user", "prod/db/password", "prod/unicode")
+        expected = {
+            SecretId("prod/db/user"): "app_user",
+            SecretId("prod/db/password"): "pw-5e2a91",
+            SecretId("prod/unicode"): "pässwörd-ü",
+        }
+        assert provider.fetch(wanted) == expected
+        server.seen.clear()
+        assert provider.fetch(wanted) == expected
+        assert sorted(server.gets) == [
+            "/secrets/myorg/variable/prod%2Funicode",
+            "/secrets?variable_ids=myorg:variable:prod%2Fdb%2Fuser,myorg:variable:prod%2Fdb%2Fpassword",
+        ]
+
+    def test_duplicate_ids_are_never_sent(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        result = provider.fetch(ids("prod/db/user", "prod/db/user", "prod/db/password"))
+        assert result == {
+            SecretId("prod/db/user"): "app_user",
+            SecretId("prod/db/password"): "pw-5e2a91",
+        }
+        assert server.protocol_errors == []
 
     def test_long_batches_split_by_url_length(self, provider: ConjurProvider) -> None:
         provider.max_url_length = 200
@@ -387,6 +609,73 @@ class TestBatch:
         ]
         assert provider.fetch(ids("a,b")) == {SecretId("a,b"): "comma-value"}
         assert server.gets == ["/secrets/myorg/variable/a%2Cb"]
+
+
+class TestTransientFailures:
+    """Gateway failures in front of Conjur: retried, then CONNECTION_FAILED."""
+
+    @pytest.mark.parametrize("plan", [[503, 502], ["reset"], [504, "reset"]])
+    def test_batch_is_retried(
+        self, provider: ConjurProvider, server: FakeConjur, plan: list[int | str]
+    ) -> None:
+        provider.check()  # log in first: only the batch meets the failures
+        server.seen.clear()
+        server.fail_next = list(plan)
+        result = provider.fetch(ids("prod/db/user", "prod/db/password"))
+        assert list(result.values()) == ["app_user", "pw-5e2a91"]
+        assert len(server.gets) == len(plan) + 1
+
+    def test_login_is_retried(self, provider: ConjurProvider, server: FakeConjur) -> None:
+        server.fail_next = [503]
+        provider.check()
+        assert len(server.logins) == 2
+
+    def test_gives_up_after_the_retries(self, server: FakeConjur) -> None:
+        provider = make(server, retries=2)
+        provider.check()
+        server.fail_next = [503, 503, 503, 503]
+        with pytest.raises(SecretConnectionError, match="503") as info:
+            provider.fetch(ids("prod/db/user", "prod/db/password"))
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert len(server.gets) == 3
+
+    def test_a_server_error_on_a_variable_is_a_connection_failure(
+        self, provider: ConjurProvider, server: FakeConjur
+    ) -> None:
+        provider.check()
+        server.fail_next = [500]  # not retried: the server answered, and failed
+        with pytest.raises(SecretConnectionError) as info:
+            provider.fetch(ids("prod/db/user"))
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert len(server.gets) == 1
+
+    def test_negative_retries_is_a_config_error(self, server: FakeConjur) -> None:
+        with pytest.raises(SecretValidationError, match="retries"):
+            make(server, retries=-1)
+
+
+class TestOffline:
+    def test_validation_imports_no_http_library(self) -> None:
+        code = (
+            "import sys\n"
+            "from jinja_apsecrets.providers.conjur import ConjurProvider\n"
+            "p = ConjurProvider('c', {'url': 'https://conjur', 'organizationAccountName': 'a',"
+            " 'loginId': 'host/x'})\n"
+            "p.parse_path('prod/db/password')\n"
+            "print(','.join(m for m in ('requests', 'urllib3') if m in sys.modules))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == ""
+
+    def test_missing_requests_is_a_validation_error_with_the_install_command(
+        self, server: FakeConjur, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "requests", None)  # as if not installed
+        with pytest.raises(SecretValidationError) as info:
+            make(server).check()
+        assert info.value.hint == "pip install 'jinja-apsecrets[conjur]'"
+        assert server.seen == []
 
 
 class TestTransport:

@@ -9,6 +9,10 @@ a namespace ``team-a`` with its own KV mount and AppRole.
 from __future__ import annotations
 
 import pickle
+import random
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,8 +23,9 @@ import hvac.exceptions
 import jinja2
 import pytest
 import requests
+from gateway import FlakyGateway, Step, flaky_gateway
 from requests.adapters import HTTPAdapter
-from servers import Server, closed_port, start_bao
+from servers import Server, closed_port, start_bao, start_bao_agent
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
@@ -34,6 +39,11 @@ DB_PASSWORD = "kv1-db-pass-0003"
 APP_POLICY = 'path "secret/data/app/*" { capabilities = ["read"] }'
 NS_POLICY = 'path "kv/data/*" { capabilities = ["read"] }'
 NO_KV_POLICY = 'path "cubbyhole/*" { capabilities = ["read"] }'
+#: Lets a token find mounts by listing them (the agent test reads a nested mount).
+MOUNTS_POLICY = (
+    '\npath "team/kv/data/*" { capabilities = ["read"] }'
+    '\npath "sys/mounts" { capabilities = ["read"] }'
+)
 INVALID = [
     "",
     "secret",
@@ -107,6 +117,7 @@ def make(bao: Server, vault: dict[str, dict[str, str]]) -> Iterator[Callable[...
     def build(role: str | None = None, **options: Any) -> VaultProvider:
         creds = vault[role] if role else {"token": "root"}
         provider = VaultProvider("hashicorp", {"url": bao.url, **creds, **options})
+        provider.retry_backoff = 0  # retries (see TestTransientFailures) never wait
         made.append(provider)
         return provider
 
@@ -121,10 +132,12 @@ class Recorder(HTTPAdapter):
     def __init__(self) -> None:
         super().__init__()
         self.sent: list[tuple[str, str, str | None]] = []
+        self.tokens: list[str | None] = []  # the X-Vault-Token each request sent
 
     def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
         path = urlsplit(request.url or "").path
         self.sent.append((request.method or "", path, request.headers.get("X-Vault-Namespace")))
+        self.tokens.append(request.headers.get("X-Vault-Token"))
         return super().send(request, *args, **kwargs)
 
     def paths(self, ending: str = "") -> list[str]:
@@ -268,6 +281,13 @@ class TestKv:
         assert clone._client is None
         assert clone._token is None
         assert token.encode() not in pickle.dumps(provider)
+
+    def test_configured_mounts_skip_the_lookup(self, make: Callable[..., VaultProvider]) -> None:
+        provider = make(mounts={"secret": 2, "kv1": 1})
+        sent = record(provider)
+        assert get(provider, "secret/data/prod/api-keys/slack_token") == SLACK
+        assert get(provider, "kv1/prod/db/password") == DB_PASSWORD
+        assert sent.paths() == ["/v1/secret/data/prod/api-keys", "/v1/kv1/prod/db"]
 
     def test_mount_is_looked_up_once(self, make: Callable[..., VaultProvider]) -> None:
         provider = make()
@@ -431,6 +451,7 @@ class TestConnection:
         provider = VaultProvider(
             "hashicorp", {"url": f"http://127.0.0.1:{closed_port()}", "token": "t"}
         )
+        provider.retry_backoff = 0  # refused connections are retried; without waiting here
         started = time.monotonic()
         with pytest.raises(SecretConnectionError) as info:
             get(provider, "secret/data/app/config/token")
@@ -461,3 +482,306 @@ class TestVaultContract(ProviderContract):
     @pytest.fixture
     def invalid(self) -> list[str]:
         return INVALID
+
+
+# -- offline KV versions (issue 15, item 6) -------------------------------------
+
+
+class TestOfflineKvVersion:
+    """``kvVersion`` and ``mounts`` make offline checks exact; without them the
+    provider says what it cannot know. No server: these run offline."""
+
+    URL = "http://127.0.0.1:1"
+
+    def test_kv_version_2_rejects_a_path_without_data(self) -> None:
+        provider = VaultProvider("hashicorp", {"url": self.URL, "token": "t", "kvVersion": 2})
+        with pytest.raises(SecretValidationError) as info:
+            provider.parse_path("secret/prod/app/jwt_secret")
+        assert "did you mean secret/data/prod/app/jwt_secret?" in info.value.message
+        assert provider.parse_path("secret/data/prod/app/jwt_secret").key == "jwt_secret"
+        assert provider.offline_warnings("secret/data/prod/app/jwt_secret") == []
+
+    def test_mounts_win_over_the_first_segment(self) -> None:
+        provider = VaultProvider(
+            "hashicorp",
+            {"url": self.URL, "token": "t", "mounts": {"team/kv": 2, "/legacy/": 1}},
+        )
+        with pytest.raises(SecretValidationError, match=r"did you mean team/kv/data/svc/token\?"):
+            provider.parse_path("team/kv/svc/token")
+        with pytest.raises(SecretValidationError, match="legacy/ is KV version 1"):
+            provider.parse_path("legacy/app/key?version=2")
+        provider.parse_path("legacy/data/key")  # a folder named data on KV v1
+        assert provider.offline_warnings("team/kv/data/svc/token") == []
+
+    def test_raw_settings_work_without_construction(self) -> None:
+        # What an offline linter does when the url comes from ${VAULT_ADDR}:
+        # an instance holding the defaults and the literal settings, unvalidated.
+        bare = VaultProvider.__new__(VaultProvider)
+        bare.name = "v"
+        bare.options = {k: f.default for k, f in VaultProvider.fields.items()}
+        bare.options["mounts"] = {"secret": 2}
+        with pytest.raises(SecretValidationError, match=r"did you mean secret/data/a/b\?"):
+            bare.parse_path("secret/a/b")
+        bare.parse_path("secretx/a/b")  # not under secret/
+        assert bare.offline_warnings("secret/data/a/b") == []
+
+    def test_without_settings_the_version_is_a_warning(self) -> None:
+        provider = VaultProvider("vault-a", {"url": self.URL, "token": "t"})
+        provider.parse_path("secret/prod/app/jwt_secret")  # may be KV v1: not an error
+        (warning,) = provider.offline_warnings("secret/prod/app/jwt_secret")
+        assert warning.startswith("KV version unknown offline")
+        assert "vault-a" in warning
+        with pytest.raises(SecretValidationError):
+            provider.offline_warnings("secret")  # invalid paths still fail
+
+    @pytest.mark.parametrize(
+        "options",
+        [{"kvVersion": 3}, {"mounts": {"secret": 3}}, {"mounts": {"": 2}}, {"mounts": ["x"]}],
+    )
+    def test_bad_settings(self, options: dict[str, Any]) -> None:
+        with pytest.raises(SecretValidationError):
+            VaultProvider("v", {"url": self.URL, **options})
+
+    def test_validation_imports_no_sdk(self) -> None:
+        code = (
+            "import sys\n"
+            "from jinja_apsecrets.providers.hashicorp import VaultProvider\n"
+            "p = VaultProvider('v', {'url': 'http://127.0.0.1:1', 'kvVersion': 2})\n"
+            "p.parse_path('secret/data/app/key'); p.offline_warnings('secret/data/app/key')\n"
+            "print(','.join(m for m in ('hvac', 'requests', 'urllib3') if m in sys.modules))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == ""
+
+    def test_missing_hvac_is_a_validation_error_with_the_install_command(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "hvac", None)  # as if hvac were not installed
+        monkeypatch.setitem(sys.modules, "hvac.exceptions", None)
+        provider = VaultProvider("v", {"url": self.URL, "token": "t"})
+        with pytest.raises(
+            SecretValidationError, match=r"pip install 'jinja-apsecrets\[hashicorp\]'"
+        ):
+            provider.fetch([SecretId("secret/data/app")])
+
+
+# -- hints fit the auth method (issue 15, item 10) -------------------------------
+
+
+class TestHints:
+    @pytest.mark.parametrize(
+        ("options", "word", "absent"),
+        [
+            ({"token": "t"}, "token", "AppRole"),
+            ({"roleId": "r", "secretId": "s"}, "AppRole", "VAULT_TOKEN"),
+            ({"agent": True}, "agent", "AppRole"),
+        ],
+    )
+    def test_troubleshooting_names_the_auth_method(
+        self, options: dict[str, Any], word: str, absent: str
+    ) -> None:
+        provider = VaultProvider("v", {"url": "http://127.0.0.1:1", **options})
+        hints = " ".join(provider.troubleshooting)
+        assert word in hints
+        assert absent not in hints
+
+    @pytest.mark.server
+    def test_a_rejected_token_hints_at_tokens(self, bao: Server) -> None:
+        provider = VaultProvider("hashicorp", {"url": bao.url, "token": "not-a-real-token"})
+        with pytest.raises(SecretConnectionError) as info:
+            get(provider, "secret/data/app/config/token")
+        assert "token" in (info.value.hint or "")
+        assert "AppRole" not in (info.value.hint or "")
+
+
+# -- deleted and destroyed versions ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lifecycle(bao: Server, vault: dict[str, dict[str, str]]) -> str:
+    """A KV v2 secret with 3 versions: 3 deleted, 2 destroyed, 1 live."""
+    kv2 = hvac.Client(url=bao.url, token="root").secrets.kv.v2
+    for n in (1, 2, 3):
+        kv2.create_or_update_secret("app/lifecycle", {"value": f"v{n}"})
+    kv2.delete_latest_version_of_secret("app/lifecycle")  # version 3
+    kv2.destroy_secret_versions("app/lifecycle", versions=[2])
+    return "secret/data/app/lifecycle/value"
+
+
+@pytest.mark.server
+class TestDeletedVersions:
+    """KV v2 answers 404 with the version's metadata (deletion_time, destroyed)."""
+
+    def test_deleted_latest_version_says_so(
+        self, make: Callable[..., VaultProvider], lifecycle: str
+    ) -> None:
+        with pytest.raises(SecretNotFoundError) as info:
+            get(make(), lifecycle)
+        assert re.search(r"version 3 was deleted at 20\d\d-", info.value.message)
+        assert info.value.code == "SECRET_MANAGER_GET_SECRET_FAILED"
+
+    def test_deleted_version_by_number(
+        self, make: Callable[..., VaultProvider], lifecycle: str
+    ) -> None:
+        with pytest.raises(SecretNotFoundError, match="version 3 was deleted at"):
+            get(make(), lifecycle + "?version=3")
+
+    def test_destroyed_version(self, make: Callable[..., VaultProvider], lifecycle: str) -> None:
+        with pytest.raises(SecretNotFoundError, match="version 2 was destroyed"):
+            get(make(), lifecycle + "?version=2")
+        assert get(make(), lifecycle + "?version=1") == "v1"
+
+
+# -- single-use AppRole secret ids ----------------------------------------------------
+
+
+@pytest.mark.server
+class TestSingleUseSecretId:
+    def test_the_second_login_fails(self, make: Callable[..., VaultProvider], bao: Server) -> None:
+        root = hvac.Client(url=bao.url, token="root")
+        creds = approle(root, "once", APP_POLICY, secret_id_num_uses=1)
+        first = make(**creds)
+        assert get(first, "secret/data/app/config/token") == "app-token-1"
+        with pytest.raises(SecretConnectionError, match="secret_id_num_uses") as info:
+            get(make(**creds), "secret/data/app/config/token")
+        assert creds["secretId"] not in str(info.value)
+
+
+# -- transient failures -----------------------------------------------------------------
+
+
+@pytest.mark.server
+class TestTransientFailures:
+    """A flaky gateway (tests/gateway.py) in front of the real server."""
+
+    @pytest.fixture
+    def gateway(self, bao: Server, vault: dict[str, dict[str, str]]) -> Iterator[FlakyGateway]:
+        with flaky_gateway(bao.url) as gw:
+            yield gw
+
+    def reads(self, gateway: FlakyGateway) -> list[str]:
+        return [p for _, p in gateway.seen if p.startswith("/v1/secret/data/")]
+
+    @pytest.mark.parametrize("plan", [[503, 502], ["reset"], [504, "reset"]])
+    def test_retried_until_the_server_answers(
+        self, make: Callable[..., VaultProvider], gateway: FlakyGateway, plan: list[Step]
+    ) -> None:
+        provider = make(url=gateway.url, mounts={"secret": 2})  # no mount lookup: reads only
+        gateway.plan = list(plan)
+        assert get(provider, "secret/data/app/config/token") == "app-token-1"
+        assert len(self.reads(gateway)) == len(plan) + 1
+
+    def test_gives_up_after_the_retries_as_a_connection_failure(
+        self, make: Callable[..., VaultProvider], gateway: FlakyGateway
+    ) -> None:
+        provider = make(url=gateway.url, mounts={"secret": 2}, retries=2)
+        gateway.plan = [503, 503, 503, 503]
+        with pytest.raises(SecretConnectionError, match="unavailable") as info:
+            get(provider, "secret/data/app/config/token")
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert len(self.reads(gateway)) == 3
+
+    def test_retries_zero_sends_once(
+        self, make: Callable[..., VaultProvider], gateway: FlakyGateway
+    ) -> None:
+        provider = make(url=gateway.url, mounts={"secret": 2}, retries=0)
+        gateway.plan = [502]
+        with pytest.raises(SecretConnectionError):
+            get(provider, "secret/data/app/config/token")
+        assert len(self.reads(gateway)) == 1
+
+    def test_a_server_error_is_a_connection_failure_not_a_missing_secret(
+        self, make: Callable[..., VaultProvider], gateway: FlakyGateway
+    ) -> None:
+        provider = make(url=gateway.url, mounts={"secret": 2})
+        gateway.plan = [500]  # not a "try again" answer: not retried
+        with pytest.raises(SecretConnectionError) as info:
+            get(provider, "secret/data/app/config/token")
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert len(self.reads(gateway)) == 1
+
+    def test_an_approle_login_is_not_resent_after_a_gateway_error(
+        self, make: Callable[..., VaultProvider], gateway: FlakyGateway
+    ) -> None:
+        # The login may have reached the server and spent a use of the secret id.
+        provider = make("reader", url=gateway.url, mounts={"secret": 2})
+        gateway.plan = [503]
+        with pytest.raises(SecretConnectionError):
+            get(provider, "secret/data/app/config/token")
+        assert [m for m, _ in gateway.seen] == ["POST"]
+
+
+class TestBackoff:
+    def test_full_jitter_doubles_and_is_capped(self) -> None:
+        from urllib3.exceptions import ConnectTimeoutError
+
+        from jinja_apsecrets.providers import _http
+
+        policy = _http.retry_policy(6, backoff=0.5)
+        ceilings = []
+        for _ in range(6):
+            policy = policy.increment(method="GET", url="/", error=ConnectTimeoutError())
+            policy.rng = random.Random(7)
+            ceilings.append(policy.get_backoff_time())
+        expected_ceilings = [0.5, 1.0, 2.0, 4.0, 5.0, 5.0]
+        waits = [random.Random(7).uniform(0.0, c) for c in expected_ceilings]
+        assert ceilings == pytest.approx(waits)
+
+
+# -- Vault Agent / OpenBao Agent ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def agent(
+    bao: Server, vault: dict[str, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """A ``bao agent`` whose auto-auth token may read ``secret/data/app/*`` only."""
+    root = hvac.Client(url=bao.url, token="root")
+    root.sys.create_or_update_policy(name="agent-reader", policy=APP_POLICY + MOUNTS_POLICY)
+    token = root.auth.token.create(policies=["agent-reader"], ttl="1h")["auth"]["client_token"]
+    server = start_bao_agent(tmp_path_factory.mktemp("agent"), bao.url, token)
+    yield server
+    server.stop()
+
+
+@pytest.mark.server
+class TestAgent:
+    def test_reads_through_the_agent_send_no_token(
+        self, agent: Server, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("VAULT_TOKEN", "root")  # must not be sent either
+        provider = VaultProvider("hashicorp", {"url": agent.url, "agent": True})
+        sent = record(provider)
+        assert get(provider, "secret/data/app/config/token") == "app-token-1"
+        assert get(provider, "team/kv/data/svc/cfg/token") == "nested-token"  # mount detection
+        assert sent.tokens
+        assert set(sent.tokens) == {None}
+        assert any("/sys/internal/ui/mounts/" in p for p in sent.paths())
+        provider.close()
+
+    def test_the_agents_token_policy_applies(self, agent: Server) -> None:
+        provider = VaultProvider("hashicorp", {"url": agent.url, "agent": True})
+        with pytest.raises(SecretNotFoundError, match="Permission denied") as info:
+            get(provider, "secret/data/prod/api-keys/slack_token")
+        assert info.value.code == "SECRET_MANAGER_GET_SECRET_FAILED"
+        provider.check()
+        provider.close()
+
+    def test_kv_reads_are_forwarded_not_cached_by_the_agent(
+        self, agent: Server, bao: Server
+    ) -> None:
+        # What the README says of `cache {}`: it keeps tokens and leased
+        # secrets; a KV read has no lease, so a new version shows at once.
+        kv2 = hvac.Client(url=bao.url, token="root").secrets.kv.v2
+        kv2.create_or_update_secret("app/rotating", {"value": "before"})
+        provider = VaultProvider("hashicorp", {"url": agent.url, "agent": True})
+        assert get(provider, "secret/data/app/rotating/value") == "before"
+        kv2.create_or_update_secret("app/rotating", {"value": "after"})
+        assert get(provider, "secret/data/app/rotating/value") == "after"
+        provider.close()
+
+    def test_agent_excludes_credentials(self) -> None:
+        for creds in ({"token": "t"}, {"roleId": "r", "secretId": "s"}):
+            with pytest.raises(SecretValidationError, match="agent is true"):
+                VaultProvider("v", {"url": "http://127.0.0.1:1", "agent": True, **creds})

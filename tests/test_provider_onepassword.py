@@ -7,14 +7,26 @@ which stands in for the native module (``init_client``, ``invoke``,
 ``release_client``), answers the JSON the core answers and raises the core's
 own error type. Everything above it is the real SDK: ``Client.authenticate``,
 the request ``Secrets.resolve_all`` builds, the pydantic parsing of its
-response and ``raise_typed_exception``'s error types. Reference validation
-(``invoke_sync``) is the real native core, which works offline.
+response and ``raise_typed_exception``'s error types.
+
+The double's ``resolve_all`` answer is built with the SDK's own types
+(``onepassword.types.ResolveAllResponse``: ``individualResponses``, a JSON
+object keyed by each secret reference exactly as sent, each a ``Response``
+with ``content`` (``secret``, ``itemId``, ``vaultId``) or ``error`` (a
+``ResolveReferenceError``, tagged by ``type``)) and dumped by their aliases,
+so a field the SDK renames breaks the double, not just the provider.
+
+The provider's offline reference validation is its own (no SDK); a parity
+test holds it to the real native core's ``ValidateSecretReference``
+(``invoke_sync``, offline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +34,18 @@ from typing import Any
 
 import jinja2
 import onepassword.core
+import onepassword.secrets
+import onepassword.types
 import pytest
 
 from jinja_apsecrets import Resolver
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
-from jinja_apsecrets.providers.onepassword import OnePasswordProvider, _library_version
+from jinja_apsecrets.providers.onepassword import (
+    OnePasswordProvider,
+    _library_version,
+    reference_error,
+)
 from jinja_apsecrets.testing import ProviderContract
 
 TOKEN = "ops_test-token-3b8e1f"
@@ -50,7 +68,6 @@ class FakeOnePassword:
         self.invocations: list[dict[str, Any]] = []
         self.threads: list[int] = []
         self.released: list[int] = []
-        self.slept: list[float] = []
         self.rate_limited = 0  # how many next calls fail with RateLimitExceeded
         self.fail_next: str | None = None  # message of a generic error for the next call
 
@@ -77,7 +94,12 @@ class FakeOnePassword:
         name, params = call["parameters"]["name"], call["parameters"]["parameters"]
         if name == "SecretsResolveAll":
             refs = params["secret_references"]
-            return json.dumps({"individualResponses": {r: self.lookup(r) for r in refs}})
+            # Through the SDK's own model, dumped by alias: the shape the core answers.
+            answer = onepassword.types.ResolveAllResponse.model_validate(
+                {"individualResponses": {r: self.lookup(r) for r in refs}}
+            )
+            assert list(answer.individual_responses) == list(dict.fromkeys(refs))
+            return answer.model_dump_json(by_alias=True, exclude_none=True)
         if name == "VaultsList":
             return json.dumps([self.overview(title) for title in self.vaults])
         raise self.error("Other", f"unexpected invocation {name}")
@@ -89,19 +111,20 @@ class FakeOnePassword:
         self.released.append(json.loads(client_id))
 
     def lookup(self, reference: str) -> dict[str, Any]:
+        kinds = onepassword.types.ResolveReferenceErrorTypes
         vault, item, *rest = reference.removeprefix("op://").partition("?")[0].split("/")
         if item == "Twin":
-            return {"error": {"type": "tooManyItems"}}
+            return self.failure(kinds.TOO_MANY_ITEMS)
         if vault not in self.vaults:
-            return {"error": {"type": "vaultNotFound"}}
+            return self.failure(kinds.VAULT_NOT_FOUND)
         fields = self.vaults[vault].get(item)
         if fields is None:
-            return {"error": {"type": "itemNotFound"}}
+            return self.failure(kinds.ITEM_NOT_FOUND)
         key = "/".join(rest)
         if len(rest) == 2 and not any(k.startswith(rest[0] + "/") for k in fields):
-            return {"error": {"type": "noMatchingSections"}}
+            return self.failure(kinds.NO_MATCHING_SECTIONS)
         if key not in fields:
-            return {"error": {"type": "fieldNotFound"}}
+            return self.failure(kinds.FIELD_NOT_FOUND)
         return {"content": {"secret": fields[key], "itemId": f"i-{item}", "vaultId": f"v-{vault}"}}
 
     @staticmethod
@@ -113,6 +136,10 @@ class FakeOnePassword:
             **{"createdAt": stamp, "updatedAt": stamp},
         }
 
+    @staticmethod
+    def failure(kind: onepassword.types.ResolveReferenceErrorTypes) -> dict[str, Any]:
+        return {"error": {"type": kind.value}}
+
     @property
     def resolve_calls(self) -> list[list[str]]:
         return [
@@ -120,9 +147,6 @@ class FakeOnePassword:
             for c in self.invocations
             if c["parameters"]["name"] == "SecretsResolveAll"
         ]
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
 
 
 @pytest.fixture
@@ -138,7 +162,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeOnePassword:
 
 
 def make(fake: FakeOnePassword, **options: Any) -> OnePasswordProvider:
-    return OnePasswordProvider("onepassword", options, sleep=fake.sleep)
+    return OnePasswordProvider("onepassword", options)
 
 
 @pytest.fixture
@@ -169,6 +193,85 @@ class TestPaths:
             provider.parse_path("Production/API Keys/token")
         assert 'not prefixed with "op://"' in info.value.message
         assert info.value.path == "Production/API Keys/token"
+
+    @pytest.mark.parametrize(
+        ("ref", "empty"),
+        [
+            ("op://v//f", "item"),
+            ("op://v/i/f/", "field"),
+            ("op:///i/f", "vault"),
+            ("op://v/i//f", "section"),
+            ("op://v/ /f", "item"),
+        ],
+    )
+    def test_empty_segments_are_rejected(
+        self, provider: OnePasswordProvider, ref: str, empty: str
+    ) -> None:
+        with pytest.raises(SecretValidationError, match=f"empty {empty} name"):
+            provider.parse_path(ref)
+
+    def test_non_ascii_names_must_be_ids(self, provider: OnePasswordProvider) -> None:
+        with pytest.raises(SecretValidationError, match="by its id"):
+            provider.parse_path("op://Produktion/Schlüssel/token")
+        provider.parse_path("op://Produktion/2fwfzpvjvaey2lwph5jupovjaq/token")
+
+    def test_validation_needs_no_sdk(self) -> None:
+        code = (
+            "import sys\n"
+            "from jinja_apsecrets.providers.onepassword import OnePasswordProvider\n"
+            "OnePasswordProvider('o', {}).parse_path('op://V/I/f?attribute=otp')\n"
+            "print(','.join(m for m in ('onepassword', 'pydantic') if m in sys.modules))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == ""
+
+    def test_missing_sdk_is_a_validation_error_with_the_install_command(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "onepassword.client", None)  # as if not installed
+        provider = OnePasswordProvider("o", {"serviceAccountToken": TOKEN})
+        with pytest.raises(SecretValidationError) as info:
+            provider.fetch(ids(TOKEN_REF))
+        assert info.value.hint == "pip install 'jinja-apsecrets[onepassword]'"
+        provider.close()
+
+
+# References the SDK's validator is asked about, for parity (see below).
+PARITY = [
+    *("op://v/i/f", "op://v/i/s/f", "op://v/i", "op://v/i/s/f/x", "op://a/b/c/d/e"),
+    *("Production/API Keys/token", "OP://v/i/f", "op://", "op:///", "op://v?x/i/f"),
+    *("op://v/i/f?attribute=otp", "op://v/i/f?attribute=totp", "op://v/i/s/f?attribute=otp"),
+    *("op://v/i/f?attribute=OTP", "op://v/i/f?attribute=type", "op://v/i/f?attribute="),
+    *("op://v/i/f?ssh-format=openssh", "op://v/i/f?ssh-format=pkcs8", "op://v/i/f?foo=bar"),
+    *("op://v/i/f?", "op://v/i/f?=otp", "op://v/i/f?attribute", "op://v/i/f?attribute=otp=1"),
+    *("op://v/i/f?attribute=otp&ssh-format=openssh", "op://v/i/f?attribute=otp?x"),
+    *("op://Prod Vault/API Keys/api_key.v2", "op://v/i/f=x", 'op://v/i"/f', "op://v/i/f\n"),
+    *("op://Pröd/ítem/f", "op://v/i\u00a0x/f", "op://v/i@x/f", "op://v/i:x/f", "op://v/i+x/f"),
+]
+#: Where this library is stricter than the SDK on purpose.
+EMPTY_SEGMENTS = ["op://v//f", "op://v/i/f/", "op:///i/f", "op:// /i/f"]
+
+
+class TestValidatorParity:
+    """The offline validator against the SDK's native one (which runs offline)."""
+
+    @staticmethod
+    def sdk_accepts(reference: str) -> bool:
+        try:
+            onepassword.secrets.Secrets.validate_secret_reference(reference)
+        except Exception:
+            return False
+        return True
+
+    @pytest.mark.parametrize("reference", PARITY)
+    def test_same_verdict_as_the_sdk(self, reference: str) -> None:
+        assert (reference_error(reference) is None) == self.sdk_accepts(reference)
+
+    @pytest.mark.parametrize("reference", EMPTY_SEGMENTS)
+    def test_stricter_on_empty_segments(self, reference: str) -> None:
+        assert self.sdk_accepts(reference)
+        assert reference_error(reference) is not None
 
     def test_parsing_is_offline(self, provider: OnePasswordProvider, fake: FakeOnePassword) -> None:
         provider.parse_path(TOKEN_REF)
@@ -268,21 +371,38 @@ class TestAuthentication:
 
 
 class TestRateLimit:
-    def test_retried_with_backoff(
-        self, provider: OnePasswordProvider, fake: FakeOnePassword
-    ) -> None:
-        fake.rate_limited = 2
-        assert provider.fetch(ids(TOKEN_REF)) == {SecretId(TOKEN_REF): "tok-4f9a2c"}
-        assert fake.slept == [1.0, 2.0]
+    """Service account limits are hourly (per token) and daily (per account)."""
 
-    def test_retries_are_bounded(
+    def test_fails_at_once_naming_the_limits(
         self, provider: OnePasswordProvider, fake: FakeOnePassword
     ) -> None:
-        fake.rate_limited = 10
+        provider.check()  # logged in: the next call is the one limited
+        fake.rate_limited = 1
+        with pytest.raises(SecretConnectionError) as info:
+            provider.fetch(ids(TOKEN_REF))
+        assert info.value.code == "SECRET_MANAGER_CONNECTION_FAILED"
+        assert "hourly limit per token" in info.value.message
+        assert "daily limit per account" in info.value.message
+        assert "ratelimit" in (info.value.hint or "")
+        assert fake.resolve_calls == [[TOKEN_REF]]  # the limited call, and no retry
+
+    def test_a_limited_login_fails_at_once(self, fake: FakeOnePassword) -> None:
+        fake.rate_limited = 1
+        provider = make(fake, serviceAccountToken=TOKEN)
+        fake_init = fake.init_client
+
+        async def limited(config: str) -> str:
+            if fake.rate_limited:
+                fake.rate_limited -= 1
+                fake.inits.append(json.loads(config))
+                raise fake.error("RateLimitExceeded", "rate limit exceeded")
+            return await fake_init(config)
+
+        fake.init_client = limited  # type: ignore[method-assign]
         with pytest.raises(SecretConnectionError, match="rate limit"):
             provider.fetch(ids(TOKEN_REF))
-        assert fake.slept == [1.0, 2.0, 4.0]
-        assert len(fake.resolve_calls) == 4
+        assert len(fake.inits) == 1
+        provider.close()
 
 
 class TestEventLoops:

@@ -28,7 +28,9 @@ class TestRegistry:
         assert set(BUILTINS) <= names
 
     def test_unknown_provider_lists_known_ones(self) -> None:
-        with pytest.raises(SecretValidationError, match="known providers: aws, cyberark-conjur"):
+        with pytest.raises(
+            SecretValidationError, match="known providers: aws, aws-ssm, cyberark-conjur"
+        ):
             get_provider_class("nosuch")
 
     def test_register_refuses_to_clobber(self) -> None:
@@ -53,8 +55,11 @@ class TestRegistry:
         import jinja_apsecrets.providers as registry
 
         monkeypatch.setitem(registry._registry, "aws", "jinja_apsecrets.providers.aws:AwsProvider")
+        # The aws module validates paths without boto3; the SDK is needed, and
+        # its absence reported, when a client is made.
+        aws = get_provider_class("aws")("aws", {"region": "us-east-1"})
         with pytest.raises(SecretValidationError) as info:
-            get_provider_class("aws")
+            aws.check()
         assert "pip install 'jinja-apsecrets[aws]'" in info.value.message
 
 

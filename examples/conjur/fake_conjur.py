@@ -7,7 +7,10 @@ the provider uses, as Conjur documents them:
 - ``POST /authn/{account}/{login}/authenticate``: body is the API key; 200
   with a JSON access token, or 401;
 - ``GET /secrets?variable_ids=<account>:variable:<id>,...``: 200 with a JSON
-  object keyed by full resource id, or 404 when any variable is missing;
+  object keyed by full resource id, or 404 naming the first missing variable;
+  with ``Accept-Encoding: base64`` (which the provider sends, so that values
+  that are not ASCII survive Conjur's JSON) the values are base64-encoded and
+  the answer says ``Content-Encoding: base64``;
 - ``GET /secrets/{account}/variable/{id}``: the raw value, or 404;
 
 both GETs require ``Authorization: Token token="<base64 token>"`` (401
@@ -52,9 +55,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
-    def _reply(self, status: int, body: bytes = b"", kind: str = "application/json") -> None:
+    def _reply(
+        self, status: int, body: bytes = b"", kind: str = "application/json", base64: bool = False
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", kind)
+        if base64:
+            self.send_header("Content-Encoding", "base64")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -83,11 +90,20 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path == "/secrets":
             full_ids = parse_qs(url.query)["variable_ids"][0].split(",")
             ids = [f.removeprefix(prefix) for f in full_ids]
-            if not all(i in srv.variables for i in ids):
-                self._reply(404, b'{"error":{"code":"not_found","message":"CONJ00076E"}}')
+            missing = [f for f, i in zip(full_ids, ids, strict=True) if i not in srv.variables]
+            if missing:
+                message = f"CONJ00076E Variable {missing[0]} is empty or not found."
+                error = {"error": {"code": "not_found", "message": message}}
+                self._reply(404, json.dumps(error).encode())
                 return
-            body = {f: srv.variables[i] for f, i in zip(full_ids, ids, strict=True)}
-            self._reply(200, json.dumps(body).encode())
+            encode = self.headers.get("Accept-Encoding", "").lower() == "base64"
+            body = {
+                f: base64.encodebytes(srv.variables[i].encode()).decode()
+                if encode
+                else srv.variables[i]
+                for f, i in zip(full_ids, ids, strict=True)
+            }
+            self._reply(200, json.dumps(body).encode(), base64=encode)
             return
         ident = unquote(url.path.removeprefix(f"/secrets/{srv.account}/variable/"))
         if ident in srv.variables:

@@ -2,8 +2,8 @@
 
 Run it from the repository root:
 
-    pip install -e '.' flask
-    flask --app examples/flask/app.py run
+    .venv/bin/pip install -q -e '.[flask]'
+    .venv/bin/flask --app examples/flask/app.py run
 
 then open http://127.0.0.1:5000/ (the page) and /status (a resolved settings
 dict, shown without its values).

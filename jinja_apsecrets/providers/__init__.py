@@ -10,6 +10,7 @@ loaded only when needed; a missing SDK gives an install hint.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from importlib.metadata import entry_points
 
@@ -31,6 +32,7 @@ ENTRY_POINT_GROUP = "jinja_apsecrets.providers"
 
 _BUILTIN: dict[str, str] = {
     "aws": "jinja_apsecrets.providers.aws:AwsProvider",
+    "aws-ssm": "jinja_apsecrets.providers.aws_ssm:ParameterStoreProvider",
     "hashicorp": "jinja_apsecrets.providers.hashicorp:VaultProvider",
     "onepassword": "jinja_apsecrets.providers.onepassword:OnePasswordProvider",
     "cyberark-conjur": "jinja_apsecrets.providers.conjur:ConjurProvider",
@@ -41,6 +43,7 @@ _BUILTIN: dict[str, str] = {
 #: Which extra installs the SDK a provider needs.
 _EXTRAS: dict[str, str] = {
     "aws": "aws",
+    "aws-ssm": "aws",
     "hashicorp": "hashicorp",
     "onepassword": "onepassword",
     "cyberark-conjur": "conjur",
@@ -49,6 +52,16 @@ _EXTRAS: dict[str, str] = {
 _registry: dict[str, str | type[Provider]] = dict(_BUILTIN)
 _entry_points_loaded = False
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    # A thread of the parent may have held it while it forked.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _load_entry_points() -> None:

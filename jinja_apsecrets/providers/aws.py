@@ -12,10 +12,10 @@ GetSecretValue. The spec's IAM policy grants only ``GetSecretValue`` and
 ``ListSecrets``: when BatchGetSecretValue is denied the provider switches to
 concurrent GetSecretValue calls and stays switched for the connection.
 
-botocore logs response bodies, secret values included, at DEBUG (boto3 issue
-2292). While this provider talks to AWS, records of the ``botocore`` loggers
-emitted on that thread are redacted: they keep their logger, level and source
-line, and lose their text and arguments.
+The client, the connection fields, the classification of failures (the one
+rule of :mod:`.base`) and the redaction of botocore's DEBUG logs are shared
+with ``aws-ssm`` in :mod:`._aws_common`. Nothing here imports boto3 at module
+level: paths are validated without the SDK installed.
 """
 
 from __future__ import annotations
@@ -23,95 +23,41 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
-import boto3
-import botocore.exceptions
-import botocore.loaders
-import botocore.session
-from botocore.config import Config
-
-from ..errors import (
-    SecretConnectionError,
-    SecretNotFoundError,
-    SecretsError,
-    SecretValidationError,
+from ..errors import SecretNotFoundError, SecretsError
+from ._aws_common import (
+    AWS_FIELDS,
+    DENIED_CODES,
+    HINT_CREDENTIALS,
+    HINT_REGION,
+    WORKERS,
+    AwsBase,
+    classify,
+    error_code,
 )
-from .base import Document, FetchResult, Field, Locator, Provider, SecretId, split_key
+from .base import Document, Failure, FetchResult, Field, Locator, SecretId, split_key
 
 __all__ = ["AwsProvider"]
 
 log = logging.getLogger(__name__)
+#: An AWS region name: us-east-1, eu-central-2, us-gov-west-1, us-isob-east-1 (engineer `safety`).
 
 #: Largest SecretIdList BatchGetSecretValue accepts.
 BATCH_SIZE = 20
-#: Concurrent GetSecretValue calls within one batch when batching is unavailable.
-FALLBACK_WORKERS = 8
-
-# Service models are loaded once per process and shared by every connection's
-# session: a fresh loader costs ~100 ms of CPU per client.
-_loader_lock = threading.Lock()
-_loader: botocore.loaders.Loader | None = None
-
-
-def _botocore_session() -> botocore.session.Session:
-    """A new botocore session that shares the process's data loader."""
-    global _loader
-    if _loader is None:
-        _loader = botocore.loaders.create_loader()
-    session = botocore.session.get_session()
-    session.register_component("data_loader", _loader)
-    return session
-
 
 _FORMAT = "secretName:secretJsonKey"
 _WRONG_FORMAT = f"Wrong key format. Should be {_FORMAT}"
 # The characters AWS allows in a secret name.
 _NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}\Z")
 _VERSION = re.compile(r"\?(versionStage|versionId)=([^?&=]+)\Z")
-_XML_CODE = re.compile(r"<Code>([^<]+)</Code>")
 
-# Error codes that mean the credentials themselves are wrong: the whole
-# connection fails, not one secret.
-_AUTH_CODES = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidClientTokenId",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "IncompleteSignature",
-        "MissingAuthenticationToken",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidAccessKeyId",
-        "AuthFailure",
-    }
-)
-_DENIED_CODES = frozenset({"AccessDeniedException", "AccessDenied"})
-
-_HINT_CREDENTIALS = "Verify IAM credentials are correct"
 _HINT_LIST = "Check IAM permissions include secretsmanager:ListSecrets"
-_HINT_REGION = "Ensure region is correct"
-_HINT_NETWORK = "Check network connectivity and the connection's endpointUrl and region"
 
 
-class _SecretsClient(Protocol):
-    """The part of boto3's Secrets Manager client this provider calls."""
-
-    @property
-    def meta(self) -> Any: ...
-
-    def get_secret_value(self, **kwargs: Any) -> dict[str, Any]: ...
-    def batch_get_secret_value(self, **kwargs: Any) -> dict[str, Any]: ...
-    def list_secrets(self, **kwargs: Any) -> dict[str, Any]: ...
-    def close(self) -> None: ...
-
-
-class AwsProvider(Provider):
+class AwsProvider(AwsBase):
     """``aws``: values of JSON keys of AWS Secrets Manager secrets.
 
     Options (all optional): ``region``; ``accessKeyId`` with
@@ -126,53 +72,20 @@ class AwsProvider(Provider):
     """
 
     id = "aws"
+    service = "secretsmanager"
+    service_title = "AWS Secrets Manager"
     fields = {
-        "region": Field(str, doc="AWS region, e.g. us-east-1; default: boto3's (AWS_REGION)"),
-        "accessKeyId": Field(str, secret=True, doc="access key id; default: boto3's chain"),
-        "secretAccessKey": Field(str, secret=True, doc="secret access key"),
-        "sessionToken": Field(str, secret=True, doc="session token of temporary credentials"),
-        "profile": Field(str, doc="a profile of ~/.aws/config instead of keys"),
-        "endpointUrl": Field(str, doc="another endpoint: a VPC endpoint, a local moto_server"),
-        "caBundle": Field(str, is_path=True, doc="CA certificates to verify TLS with"),
-        "connectTimeout": Field(float, default=3.0, doc="seconds to open a connection"),
-        "readTimeout": Field(float, default=10.0, doc="seconds to wait for a response"),
-        "maxAttempts": Field(int, default=3, doc="attempts per call, retries included"),
+        **AWS_FIELDS,
         "batchGet": Field(bool, default=True, doc="use BatchGetSecretValue when allowed"),
     }
     max_batch = BATCH_SIZE
     path_format = _FORMAT
-    troubleshooting = (_HINT_CREDENTIALS, _HINT_LIST, _HINT_REGION)
+    troubleshooting = (HINT_CREDENTIALS, _HINT_LIST, HINT_REGION)
+    denied_advice = "the IAM policy must grant secretsmanager:GetSecretValue on it"
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self._lock = threading.Lock()
-        self._client: _SecretsClient | None = None
         self._batch_denied = not self.options["batchGet"]
-
-    @classmethod
-    def validate_options(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Also check that keys come in pairs and numbers are positive."""
-        out = super().validate_options(name, options)
-
-        def fail(message: str) -> SecretsError:
-            return SecretValidationError(f"connections.{name}: {message}", provider=name)
-
-        key_id, key = out["accessKeyId"] or None, out["secretAccessKey"] or None
-        if (key_id is None) != (key is None):
-            raise fail("accessKeyId and secretAccessKey must be given together")
-        if out["sessionToken"] and key_id is None:
-            raise fail("sessionToken needs accessKeyId and secretAccessKey")
-        if out["profile"] and key_id is not None:
-            raise fail("give either profile or accessKeyId/secretAccessKey, not both")
-        url = out["endpointUrl"]
-        if url and not url.startswith(("http://", "https://")):
-            raise fail(f"endpointUrl must start with http:// or https://, got {url!r}")
-        for field in ("connectTimeout", "readTimeout"):
-            if out[field] <= 0:
-                raise fail(f"{field} must be a positive number of seconds")
-        if out["maxAttempts"] < 1:
-            raise fail("maxAttempts must be at least 1")
-        return out
 
     # -- paths -------------------------------------------------------------------
 
@@ -207,69 +120,6 @@ class AwsProvider(Provider):
                 )
         return Locator(SecretId(name, version), key)
 
-    # -- the client --------------------------------------------------------------
-
-    @property
-    def client(self) -> _SecretsClient:
-        """The boto3 Secrets Manager client, created on first use.
-
-        Raises :class:`SecretConnectionError` for an unknown profile or a
-        missing region.
-        """
-        client = self._client
-        if client is not None:
-            return client
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-            return self._client
-
-    def _make_client(self) -> _SecretsClient:
-        opts = self.options
-        try:
-            with _loader_lock:
-                session = boto3.session.Session(
-                    aws_access_key_id=opts["accessKeyId"] or None,
-                    aws_secret_access_key=opts["secretAccessKey"] or None,
-                    aws_session_token=opts["sessionToken"] or None,
-                    region_name=opts["region"] or None,
-                    profile_name=opts["profile"] or None,
-                    botocore_session=_botocore_session(),
-                )
-                client = session.client(
-                    "secretsmanager",
-                    endpoint_url=opts["endpointUrl"] or None,
-                    verify=opts["caBundle"] or True,
-                    config=Config(
-                        connect_timeout=opts["connectTimeout"],
-                        read_timeout=opts["readTimeout"],
-                        retries={"mode": "standard", "total_max_attempts": opts["maxAttempts"]},
-                        max_pool_connections=2 * FALLBACK_WORKERS,
-                        user_agent_extra="jinja-apsecrets",
-                    ),
-                )
-            _LogGuard.install()
-        except botocore.exceptions.ProfileNotFound:
-            raise self._connection_error(
-                f"AWS profile {opts['profile']!r} not found", _HINT_CREDENTIALS
-            ) from None
-        except botocore.exceptions.NoRegionError:
-            raise self._connection_error(
-                "No AWS region: set the connection's region or AWS_REGION", _HINT_REGION
-            ) from None
-        except ValueError as exc:  # an invalid region name or endpoint
-            raise self._connection_error(
-                f"Cannot create the AWS client: {exc}", _HINT_REGION
-            ) from None
-        return cast(_SecretsClient, client)
-
-    def close(self) -> None:
-        """Drop the client; the next call creates a new one."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
     # -- fetching ----------------------------------------------------------------
 
     def plan(self, ids: Sequence[SecretId]) -> list[list[SecretId]]:
@@ -290,63 +140,73 @@ class AwsProvider(Provider):
 
         Returns a mapping of keys for a JSON-object secret, the text for any
         other ``SecretString``, and a :class:`SecretNotFoundError` for a
-        missing, deleted, binary or unreadable secret. Raises
-        :class:`SecretConnectionError` for bad credentials or an unreachable
-        endpoint.
+        missing, deleted, denied, binary or undecryptable secret. Raises
+        :class:`SecretConnectionError` when AWS could not answer (unreachable,
+        5xx or throttled after botocore's retries, a cut-off response,
+        rejected credentials).
         """
         out: dict[SecretId, Document | SecretsError] = {}
         plain = [sid for sid in ids if sid.version is None]
         single = [sid for sid in ids if sid.version is not None]
-        if len(plain) > 1 and not self._batch_denied:
+        if len(plain) > 1:
             for start in range(0, len(plain), BATCH_SIZE):
                 chunk = plain[start : start + BATCH_SIZE]
-                got = self._batch_get(chunk)
+                got = None if self._batch_denied else self._batch_get(chunk)
                 if got is None:
-                    single.extend(plain[start:])
-                    break
-                out.update(got)
+                    single.extend(chunk)
+                else:
+                    out.update(got)
         else:
             single.extend(plain)
         out.update(self._get_each(single))
         return out
 
     def _batch_get(self, ids: Sequence[SecretId]) -> dict[SecretId, Document | SecretsError] | None:
-        """One BatchGetSecretValue, all pages; ``None`` once it is denied."""
+        """One BatchGetSecretValue, all pages; ``None`` when it is denied (then
+        for the rest of the connection) or refused as a whole (a malformed id,
+        say): each id is then read alone and gets its own answer."""
+        import botocore.exceptions
+
         wanted = {sid.name: sid for sid in ids}
         found: dict[SecretId, Document | SecretsError] = {}
         kwargs: dict[str, Any] = {"SecretIdList": list(wanted)}
         while True:
             try:
-                with _reading():
-                    page = self.client.batch_get_secret_value(**kwargs)
-            except botocore.exceptions.ClientError as exc:
-                code = _error_code(exc)
-                if code in _DENIED_CODES:
-                    self._note_batch_denied()
-                    return None
-                if code in _AUTH_CODES:
-                    raise self._auth_error(code) from None
-                for sid in ids:
-                    found.setdefault(sid, _item_error(str(sid), code, exc))
-                return found
-            except botocore.exceptions.BotoCoreError as exc:
-                raise self._unreachable(exc) from None
+                with self.calling("BatchGetSecretValue"):
+                    try:
+                        page = self.client.batch_get_secret_value(**kwargs)
+                    except botocore.exceptions.ClientError as exc:
+                        if error_code(exc) not in DENIED_CODES:
+                            raise
+                        self._note_batch_denied()
+                        return None
+            except SecretNotFoundError:
+                return None
             for entry in page.get("SecretValues", []):
+                self.note_arn(entry.get("ARN"))
                 for sid in _requested_by(entry, wanted):
                     found[sid] = _document(sid, entry)
             for error in page.get("Errors", []):
-                failed = wanted.get(str(error.get("SecretId", "")))
-                if failed is not None and failed not in found:
-                    code = str(error.get("ErrorCode", ""))
-                    found[failed] = _item_error(str(failed), code, error.get("Message", ""))
+                for failed in _requested_by({"ARN": error.get("SecretId")}, wanted):
+                    if failed not in found:
+                        found[failed] = self._entry_error(failed, error)
             token = page.get("NextToken")
             if not token:
                 break
             kwargs["NextToken"] = token
         for sid in ids:
             if sid not in found:
-                found[sid] = SecretNotFoundError(f"Secret {sid} not found")
+                found[sid] = self.item_failure(Failure.ABSENT, str(sid), "")
         return found
+
+    def _entry_error(self, sid: SecretId, error: Mapping[str, Any]) -> SecretsError:
+        """The error of one ``Errors`` entry of a batch (no HTTP status: each
+        entry stands for a 400-class answer about one secret)."""
+        code, message = str(error.get("ErrorCode", "")), str(error.get("Message", ""))
+        kind = classify(code, 400, message)
+        if kind.backend_answered:
+            return self.item_failure(kind, str(sid), code, message)
+        return self.failure(kind, f"{self.service_title} could not read {sid} ({code})")
 
     def _note_batch_denied(self) -> None:
         if not self._batch_denied:
@@ -361,7 +221,7 @@ class AwsProvider(Provider):
     def _get_each(self, ids: Sequence[SecretId]) -> dict[SecretId, Document | SecretsError]:
         if len(ids) <= 1:
             return {sid: self._get_one(sid) for sid in ids}
-        with ThreadPoolExecutor(min(FALLBACK_WORKERS, len(ids))) as pool:
+        with ThreadPoolExecutor(min(WORKERS, len(ids))) as pool:
             return dict(zip(ids, pool.map(self._get_one, ids), strict=True))
 
     def _get_one(self, sid: SecretId) -> Document | SecretsError:
@@ -370,15 +230,11 @@ class AwsProvider(Provider):
             kind, _, value = sid.version.partition("=")
             kwargs["VersionStage" if kind == "versionStage" else "VersionId"] = value
         try:
-            with _reading():
+            with self.calling(str(sid)):
                 entry = self.client.get_secret_value(**kwargs)
-        except botocore.exceptions.ClientError as exc:
-            code = _error_code(exc)
-            if code in _AUTH_CODES:
-                raise self._auth_error(code) from None
-            return _item_error(str(sid), code, exc)
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._unreachable(exc) from None
+        except SecretNotFoundError as exc:
+            return exc
+        self.note_arn(entry.get("ARN"))
         return _document(sid, entry)
 
     # -- connection --------------------------------------------------------------
@@ -387,86 +243,38 @@ class AwsProvider(Provider):
         """ListSecrets with MaxResults=1, one of the two calls the spec's IAM
         policy grants. Raises :class:`SecretConnectionError` with a hint."""
         try:
-            with _reading():
+            with self.calling("ListSecrets"):
                 self.client.list_secrets(MaxResults=1)
-        except botocore.exceptions.ClientError as exc:
-            code = _error_code(exc)
-            if code in _AUTH_CODES:
-                raise self._auth_error(code) from None
-            if code in _DENIED_CODES:
-                raise self._connection_error(
-                    "Access denied to secretsmanager:ListSecrets", _HINT_LIST
-                ) from None
-            raise self._connection_error(
-                f"AWS Secrets Manager refused ListSecrets ({code})", _HINT_REGION
+        except SecretNotFoundError as exc:
+            # Answered, but refused: as a connection test, a failure.
+            denied = "Access denied" in exc.message
+            raise self.failure(
+                Failure.CREDENTIALS if denied else Failure.UNAVAILABLE,
+                "Access denied to secretsmanager:ListSecrets"
+                if denied
+                else f"{self.service_title} refused ListSecrets: {exc.message}",
+                hint=_HINT_LIST if denied else HINT_REGION,
             ) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise self._unreachable(exc) from None
-
-    # -- errors ------------------------------------------------------------------
-
-    def _connection_error(self, message: str, hint: str) -> SecretConnectionError:
-        return SecretConnectionError(message, provider=self.name, hint=hint)
-
-    def _auth_error(self, code: str) -> SecretConnectionError:
-        return self._connection_error(f"AWS rejected the credentials ({code})", _HINT_CREDENTIALS)
-
-    def _unreachable(self, exc: botocore.exceptions.BotoCoreError) -> SecretConnectionError:
-        if isinstance(exc, botocore.exceptions.NoCredentialsError):
-            return self._connection_error(
-                "No AWS credentials: set accessKeyId and secretAccessKey, a profile, or "
-                "configure boto3's default credential chain",
-                _HINT_CREDENTIALS,
-            )
-        if isinstance(exc, botocore.exceptions.PartialCredentialsError):
-            return self._connection_error(f"Incomplete AWS credentials: {exc}", _HINT_CREDENTIALS)
-        # botocore's messages name the endpoint and the reason, never a body.
-        return self._connection_error(f"Cannot reach AWS Secrets Manager: {exc}", _HINT_NETWORK)
 
 
 # -- responses -----------------------------------------------------------------
 
-
-def _error_code(exc: botocore.exceptions.ClientError) -> str:
-    """The AWS error code. Some endpoints (moto_server with IAM checks on,
-    proxies) answer a JSON-protocol call with a query-protocol XML body that
-    botocore reports as code "403"; the real code is inside."""
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    if code.isdigit():
-        match = _XML_CODE.search(str(error.get("Message", "")))
-        if match:
-            return match[1]
-    return code
-
-
-def _item_error(what: str, code: str, detail: object) -> SecretNotFoundError:
-    """The error for one secret that AWS would not return.
-
-    ``detail`` (an AWS message or ClientError) is used only to tell a deleted
-    secret from other invalid requests: AWS messages carry no secret values,
-    but ours stay within what we know.
-    """
-    if code == "ResourceNotFoundException":
-        return SecretNotFoundError(f"Secret {what} not found")
-    if code == "InvalidRequestException" and "delet" in str(detail).lower():
-        return SecretNotFoundError(f"Secret {what} is marked for deletion")
-    if code in _DENIED_CODES:
-        return SecretNotFoundError(
-            f"Access denied to secret {what}: the IAM policy must grant "
-            "secretsmanager:GetSecretValue on it"
-        )
-    if code == "DecryptionFailure":
-        return SecretNotFoundError(f"Secret {what} cannot be decrypted with its KMS key")
-    return SecretNotFoundError(f"Cannot read secret {what} ({code or 'unknown error'})")
+_ARN_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}\Z")
 
 
 def _requested_by(entry: Mapping[str, Any], wanted: Mapping[str, SecretId]) -> list[SecretId]:
-    """The requested ids a BatchGetSecretValue entry answers: by name, by full
-    ARN, or by partial ARN (the ARN without its ``-AbCdEf`` suffix)."""
-    arn = str(entry.get("ARN", ""))
-    keys = {str(entry.get("Name", "")), arn, arn[:-7]}
-    return [wanted[key] for key in keys if key in wanted]
+    """The requested ids a batch entry names: by name, by full ARN, or by
+    partial ARN (the ARN without its ``-AbCdEf`` suffix). An ``Errors`` entry
+    may name by ARN a secret that was asked for by name: the ARN's name part,
+    suffix removed, maps it back."""
+    arn = str(entry.get("ARN") or "")
+    keys = {str(entry.get("Name") or ""), arn}
+    if arn.startswith("arn:"):
+        keys.add(_ARN_SUFFIX.sub("", arn))
+        name = arn.split(":", 6)[6] if arn.count(":") >= 6 else ""
+        keys.update({name, _ARN_SUFFIX.sub("", name)})
+    keys.discard("")
+    return [wanted[key] for key in sorted(keys) if key in wanted]
 
 
 def _document(sid: SecretId, entry: Mapping[str, Any]) -> Document | SecretsError:
@@ -485,57 +293,3 @@ def _document(sid: SecretId, entry: Mapping[str, Any]) -> Document | SecretsErro
         # No chaining: the decode error holds the whole document.
         return str(text)
     return cast(Mapping[str, Any], data) if isinstance(data, dict) else str(text)
-
-
-# -- logging -------------------------------------------------------------------
-
-_state = threading.local()
-
-
-@contextmanager
-def _reading() -> Iterator[None]:
-    """Mark this thread as talking to AWS, for :class:`_LogGuard`."""
-    _LogGuard.install()
-    depth = getattr(_state, "depth", 0)
-    _state.depth = depth + 1
-    try:
-        yield
-    finally:
-        _state.depth = depth
-
-
-class _LogGuard(logging.Filter):
-    """Redacts records of the ``botocore`` loggers made while this thread reads
-    secrets (botocore logs whole response bodies at DEBUG).
-
-    Logger filters see only records made on their own logger, so the guard is
-    attached to every ``botocore.*`` logger, and again when new ones appear.
-    """
-
-    _lock = threading.Lock()
-    _seen = -1
-    _guard: _LogGuard | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(_state, "depth", 0):
-            record.msg = "[redacted by jinja_apsecrets while reading secrets]"
-            record.args = None
-            record.exc_info = record.exc_text = record.stack_info = None
-        return True
-
-    @classmethod
-    def install(cls) -> None:
-        loggers = logging.Logger.manager.loggerDict
-        if len(loggers) == cls._seen:
-            return
-        with cls._lock:
-            guard = cls._guard = cls._guard or cls()
-            for name in list(loggers):
-                logger = loggers[name]
-                if (
-                    (name == "botocore" or name.startswith("botocore."))
-                    and isinstance(logger, logging.Logger)
-                    and guard not in logger.filters
-                ):
-                    logger.addFilter(guard)
-            cls._seen = len(loggers)

@@ -12,6 +12,17 @@ A provider turns reference paths into values for one named connection:
 * :meth:`Provider.select` picks the locator's key out of a document;
 * :meth:`Provider.check` is the live connection test.
 
+Failures follow one rule, written here and nowhere else (:class:`Failure`):
+when the backend *could not answer* (refused, reset, timed out, 5xx,
+throttled after the retries, an unparseable or truncated answer, rejected
+credentials) the error is ``SECRET_MANAGER_CONNECTION_FAILED``; when it
+*answered* that this secret is absent, denied, deleted or undecryptable, it is
+``SECRET_MANAGER_GET_SECRET_FAILED``. The difference matters downstream: a
+missing-secret policy (``on_missing``) applies only to the second, and
+``stale_if_error`` serves the last good value only for the first. Providers
+map their SDK's exceptions to a :class:`Failure` (HTTP statuses through
+:func:`failure_for_status`) and build the error with :meth:`Provider.failure`.
+
 Providers know nothing of Jinja, caching or policy: the resolver does that.
 Construction is cheap and offline; SDK clients are created on first use and
 are never pickled (a pickled provider is rebuilt from its name and options).
@@ -21,14 +32,29 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
-from ..errors import SecretNotFoundError, SecretsError, SecretValidationError
+from ..errors import (
+    SecretConnectionError,
+    SecretNotFoundError,
+    SecretsError,
+    SecretValidationError,
+)
 
-__all__ = ["Document", "FetchResult", "Field", "Locator", "Provider", "SecretId"]
+__all__ = [
+    "Document",
+    "Failure",
+    "FetchResult",
+    "Field",
+    "Locator",
+    "Provider",
+    "SecretId",
+    "failure_for_status",
+]
 
 #: What one fetch returns for one secret: its text, or its keys and values.
 Document = Union[str, Mapping[str, Any]]  # noqa: UP007 - a runtime alias on 3.10
@@ -60,6 +86,72 @@ class Locator:
 
     secret: SecretId
     key: str | None = None
+
+
+class Failure(enum.Enum):
+    """Why a request to a backend failed, as far as the error code cares.
+
+    The first four mean the backend could not answer: the connection failed,
+    whatever the secret. The others mean it answered about this secret.
+    """
+
+    #: Connection refused or reset, DNS or TLS failure, timeout.
+    UNREACHABLE = "unreachable"
+    #: 5xx, or throttled/rate limited even after the retries.
+    UNAVAILABLE = "unavailable"
+    #: An answer that cannot be parsed: truncated, not the expected format.
+    GARBLED = "garbled"
+    #: Credentials missing, expired or rejected: nothing can be read.
+    CREDENTIALS = "credentials"
+    #: The secret, its version or its key does not exist.
+    ABSENT = "absent"
+    #: The identity may not read this secret (or its KMS key).
+    DENIED = "denied"
+    #: The secret was deleted or is scheduled for deletion.
+    DELETED = "deleted"
+    #: The backend holds the secret but cannot decrypt it.
+    UNDECRYPTABLE = "undecryptable"
+    #: The backend rejected this request for this secret (a bad version id).
+    REJECTED = "rejected"
+
+    @property
+    def backend_answered(self) -> bool:
+        """True when the backend answered about the secret (GET_SECRET_FAILED)."""
+        return self not in _NO_ANSWER
+
+    @property
+    def error_class(self) -> type[SecretsError]:
+        """:class:`SecretNotFoundError` or :class:`SecretConnectionError`."""
+        return SecretNotFoundError if self.backend_answered else SecretConnectionError
+
+
+_NO_ANSWER = frozenset(
+    {Failure.UNREACHABLE, Failure.UNAVAILABLE, Failure.GARBLED, Failure.CREDENTIALS}
+)
+
+
+def failure_for_status(status: int) -> Failure:
+    """The :class:`Failure` an HTTP status means when a backend gives no better code.
+
+    401 (and a proxy's 407) reject the credentials; 403 denies this secret; 404
+    and 410 say it is absent or gone; 408, 429 and every 5xx mean the backend
+    could not answer now (a caller's retries are over by the time this is
+    asked); other 4xx reject this request. A status that is no error at all
+    where an error was expected (1xx-3xx) is an answer we cannot use.
+    """
+    if status in (401, 407):
+        return Failure.CREDENTIALS
+    if status == 403:
+        return Failure.DENIED
+    if status == 404:
+        return Failure.ABSENT
+    if status == 410:
+        return Failure.DELETED
+    if status in (408, 429) or 500 <= status <= 599:
+        return Failure.UNAVAILABLE
+    if 400 <= status <= 499:
+        return Failure.REJECTED
+    return Failure.GARBLED
 
 
 @dataclass(frozen=True)
@@ -165,6 +257,21 @@ class Provider(abc.ABC):
         """A VALIDATION error for ``path`` on this connection."""
         return SecretValidationError(message, provider=self.name, path=path)
 
+    def failure(self, kind: Failure, message: str, *, hint: str | None = None) -> SecretsError:
+        """The error for a failed request, with the code the one rule gives ``kind``.
+
+        A :class:`SecretConnectionError` (the backend could not answer) carries
+        this connection's name and, without a ``hint`` of its own, the first of
+        :attr:`troubleshooting`; a :class:`SecretNotFoundError` (the backend
+        answered about one secret) leaves ``provider`` and ``path`` to the
+        resolver, which knows the reference. ``message`` must hold no value.
+        """
+        if kind.backend_answered:
+            return SecretNotFoundError(message, hint=hint)
+        if hint is None and self.troubleshooting:
+            hint = self.troubleshooting[0]
+        return SecretConnectionError(message, provider=self.name, hint=hint)
+
     # -- fetching ----------------------------------------------------------------
 
     def plan(self, ids: Sequence[SecretId]) -> list[list[SecretId]]:
@@ -178,7 +285,8 @@ class Provider(abc.ABC):
         """Fetch one batch. Return a document or an error for every id.
 
         Errors that concern the whole connection (bad credentials, unreachable
-        backend) may be raised as :class:`SecretConnectionError` instead.
+        backend) may be raised as :class:`SecretConnectionError` instead. Either
+        way the code follows :class:`Failure`: build errors with :meth:`failure`.
         """
 
     async def fetch_async(self, ids: Sequence[SecretId]) -> FetchResult:

@@ -13,10 +13,36 @@ token with access below the mount may read; ``sys/mounts`` as a fallback) and
 the answer is cached per mount. Vault refuses nested mounts, so the longest
 cached prefix is the mount.
 
+Offline, the mount and its KV version are unknown unless the connection says
+so: ``kvVersion: 2`` (every mount of the connection; the mount is then the
+first path segment) or ``mounts: {team/kv: 2, kv1: 1}`` (per mount, longest
+prefix wins). With them :meth:`VaultProvider.parse_path` rejects a KV v2 path
+without ``data/`` before any request; without them
+:meth:`VaultProvider.offline_warnings` says that it cannot know. At render
+time the server's answer wins, except that mounts named in ``mounts`` are
+taken at their word (no lookup request).
+
 Authentication: AppRole when ``roleId`` and ``secretId`` are set, otherwise a
 token (``token``, else ``VAULT_TOKEN``). The token is shared by every thread,
 renewed while renewable, and replaced by one new login when it expires or a
-read is refused because it is no longer valid.
+read is refused because it is no longer valid. AppRole secret ids may be
+limited to a number of uses (``secret_id_num_uses``, 1 for a "single-use"
+id): each login spends one, so a single-use id serves one login, and the
+connection fails with CONNECTION_FAILED when its token expires. With
+``agent: true`` the connection sends no token at all: a Vault Agent or
+OpenBao Agent at ``url`` (``api_proxy { use_auto_auth_token = true }``) adds
+its own auto-auth token: one login per host, no credentials in the processes.
+Its ``cache`` keeps tokens and leased secrets; KV reads carry no lease and are
+forwarded to the server (measured with OpenBao 2.7), so this provider's own
+cache still matters.
+
+Transient failures (refused or reset connections, 502/503/504) are retried
+``retries`` times with jittered backoff (see :mod:`._http`); then, as any
+failure of the server to answer, they are CONNECTION_FAILED. An answer about
+the secret (absent, denied, deleted, destroyed) is GET_SECRET_FAILED.
+
+hvac and requests are imported when the client is created, never for
+validating paths, so offline checks need neither.
 """
 
 from __future__ import annotations
@@ -30,13 +56,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import hvac
-import hvac.exceptions
-import requests
-from requests.adapters import HTTPAdapter
 
 from ..errors import (
     SecretConnectionError,
@@ -44,7 +65,11 @@ from ..errors import (
     SecretsError,
     SecretValidationError,
 )
+from . import _http
 from .base import Document, FetchResult, Field, Locator, Provider, SecretId
+
+if TYPE_CHECKING:
+    import hvac
 
 __all__ = ["VaultProvider"]
 
@@ -58,6 +83,34 @@ _POOL_SIZE = 32
 #: Renew a renewable token once less than this share of its lease is left.
 _RENEW_SHARE = 1 / 3
 _KV_TYPES = ("kv", "generic")
+#: Hints for a failed connection, by how the connection authenticates.
+_HINTS: Mapping[str, tuple[str, ...]] = {
+    "approle": (
+        "Verify Vault URL is accessible",
+        "Check AppRole credentials are valid (a secret id may be expired, or used up if "
+        "it was issued with secret_id_num_uses)",
+        "Ensure policy grants sys/mounts read permission",
+    ),
+    "token": (
+        "Verify Vault URL is accessible",
+        "Check the token (token, else VAULT_TOKEN) is valid: not expired or revoked",
+        "Ensure policy grants sys/mounts read permission",
+    ),
+    "agent": (
+        "Verify the Vault/OpenBao Agent listens at the connection's url",
+        "Check the agent's auto_auth has a token and api_proxy sets use_auto_auth_token = true",
+        "Ensure the agent token's policy grants sys/mounts read permission",
+    ),
+}
+
+
+def _errors() -> Any:
+    """``hvac.exceptions``, imported on first use (see the module docstring)."""
+    try:
+        import hvac.exceptions
+    except ImportError:
+        raise _http.missing_sdk("hashicorp", "hashicorp", "hvac") from None
+    return hvac.exceptions
 
 
 @dataclass(frozen=True)
@@ -112,14 +165,28 @@ class VaultProvider(Provider):
             str, default="approle", doc="where the AppRole auth method is mounted"
         ),
         "timeout": Field(float, default=10.0, doc="seconds to wait for a response"),
+        "retries": Field(
+            int,
+            default=_http.DEFAULT_RETRIES,
+            doc="extra attempts after a refused or reset connection or a 502/503/504",
+        ),
+        "agent": Field(
+            bool,
+            default=False,
+            doc="url is a Vault/OpenBao Agent whose api_proxy adds its auto-auth token: "
+            "send no token",
+        ),
+        "kvVersion": Field(
+            int, choices=(1, 2), doc="KV version of the mounts, for exact offline checks"
+        ),
+        "mounts": Field(
+            dict, doc="KV version per mount path, e.g. {secret: 2, team/kv: 2, legacy: 1}"
+        ),
     }
     max_batch = 1  # Vault has no batch read: one read per secret path.
     path_format = "mount/data/path/key (KV v2) or mount/path/key (KV v1), optionally ?version=N"
-    troubleshooting = (
-        "Verify Vault URL is accessible",
-        "Check AppRole credentials are valid",
-        "Ensure policy grants sys/mounts read permission",
-    )
+    # The spec's hints; an instance replaces them with its auth method's (_HINTS).
+    troubleshooting = _HINTS["approle"]
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
@@ -135,6 +202,14 @@ class VaultProvider(Provider):
                 f"connections.{name}.url: expected an address starting with http:// or https://",
                 provider=name,
             )
+        if opts["agent"]:
+            extra = [key for key in ("roleId", "secretId", "token") if opts[key]]
+            if extra:
+                raise SecretValidationError(
+                    f"connections.{name}: agent is true, so the agent authenticates: "
+                    f"remove {', '.join(extra)}",
+                    provider=name,
+                )
         if bool(opts["roleId"]) != bool(opts["secretId"]):
             given, absent = ("roleId", "secretId") if opts["roleId"] else ("secretId", "roleId")
             raise SecretValidationError(
@@ -151,11 +226,42 @@ class VaultProvider(Provider):
         self._lease = 0.0
         self._renewable = False
         self._mounts: dict[str, _Mount] = {}
+        # The base class declares hints per provider; a Vault connection's
+        # depend on how it authenticates, so the instance shadows them.
+        self.__dict__["troubleshooting"] = _HINTS[self.auth_method]
+
+    @classmethod
+    def validate_options(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        out = super().validate_options(name, options)
+        if out["retries"] < 0:
+            raise SecretValidationError(
+                f"connections.{name}.retries: expected 0 or more, got {out['retries']}",
+                provider=name,
+            )
+        mounts = out["mounts"]
+        if mounts is not None:
+            for key, value in mounts.items():
+                path = key.strip("/") if isinstance(key, str) else ""
+                if not path or isinstance(value, bool) or value not in (1, 2):
+                    raise SecretValidationError(
+                        f"connections.{name}.mounts: expected mount paths mapped to "
+                        f"KV version 1 or 2, got {key!r}: {value!r}",
+                        provider=name,
+                    )
+            out["mounts"] = _mount_table(mounts)
+        return out
+
+    @property
+    def auth_method(self) -> str:
+        """``"agent"``, ``"approle"`` or ``"token"``: how this connection authenticates."""
+        if self.options["agent"]:
+            return "agent"
+        return "approle" if self.options["roleId"] else "token"
 
     @property
     def uses_approle(self) -> bool:
-        """AppRole login (roleId and secretId set), else a fixed token."""
-        return bool(self.options["roleId"])
+        """AppRole login (roleId and secretId set), else a fixed token or an agent."""
+        return self.auth_method == "approle"
 
     # -- paths -------------------------------------------------------------------
 
@@ -179,7 +285,65 @@ class VaultProvider(Provider):
             raise self.invalid(path, f"Wrong key format. Should be {self.path_format}")
         if any(p in (".", "..") for p in parts):
             raise self.invalid(path, f"'.' and '..' are not allowed in Vault paths: {base}")
-        return Locator(SecretId("/".join(parts[:-1]), version), parts[-1])
+        locator = Locator(SecretId("/".join(parts[:-1]), version), parts[-1])
+        self._check_kv_offline(path, locator)
+        return locator
+
+    def configured_mount(self, secret_path: str) -> tuple[str, int] | None:
+        """The mount (with its trailing ``/``) and KV version the configuration
+        gives for ``secret_path``, or ``None`` if it says nothing; offline.
+
+        ``mounts`` entries win (longest prefix); else ``kvVersion`` applies to
+        the first segment, the usual one-segment mount name.
+        """
+        # Normalized again: an offline linter may fill options without
+        # validate_options (when a setting it needs comes from the environment).
+        mounts = _mount_table(self.options.get("mounts"))
+        hits = [m for m in mounts if (secret_path + "/").startswith(m)]
+        if hits:
+            best = max(hits, key=len)
+            return best, mounts[best]
+        version = self.options.get("kvVersion")
+        if version is None:
+            return None
+        return secret_path.split("/", 1)[0] + "/", int(version)
+
+    def offline_warnings(self, path: str) -> list[str]:
+        """What offline validation of a valid ``path`` cannot know.
+
+        Empty when ``kvVersion`` or ``mounts`` covers the path's mount; else
+        one warning that the KV version (so whether ``data/`` is right) is
+        unknown until the server is asked. Raises like :meth:`parse_path`.
+        """
+        locator = self.parse_path(path)
+        if self.configured_mount(locator.secret.name) is not None:
+            return []
+        return [
+            "KV version unknown offline: whether this path needs data/ after the mount is "
+            f"known only to the server; set kvVersion (1 or 2) or mounts in connection "
+            f"{self.name} to check it offline"
+        ]
+
+    def _check_kv_offline(self, path: str, locator: Locator) -> None:
+        configured = self.configured_mount(locator.secret.name)
+        if configured is None:
+            return
+        mount, kv = configured
+        rest = locator.secret.name[len(mount) :]
+        version = locator.secret.version
+        if kv == 1:
+            if version:
+                raise self.invalid(
+                    path, f"?{version} needs a KV v2 mount; {mount} is KV version 1 (configured)"
+                )
+            return
+        if rest == "data" or not rest.startswith("data/"):
+            fixed = f"{mount}data/{rest}/{locator.key}" + (f"?{version}" if version else "")
+            raise self.invalid(
+                path,
+                f"Mount {mount} is KV version 2 (configured): paths need data/ after the "
+                f"mount: did you mean {fixed}?",
+            )
 
     def select(self, document: Document, locator: Locator) -> str:
         if isinstance(document, _MissingData):
@@ -197,16 +361,24 @@ class VaultProvider(Provider):
         with self._lock:
             return self._client_locked()
 
+    #: Seconds of the first retry's longest wait (see :mod:`._http`); tests set 0.
+    retry_backoff = _http.DEFAULT_BACKOFF
+
     def _client_locked(self) -> hvac.Client:
         if self._client is None:
+            _errors()  # hvac is installed, or a VALIDATION error with the pip command
+            import hvac
+
             opts = self.options
             verify: bool | str = bool(opts["verify"])
             if verify and opts["caCert"]:
                 verify = os.path.expanduser(opts["caCert"])
-            session = requests.Session()
+            # Logins (POST) are not retried after the request was sent: a
+            # secret id limited in uses would be spent by a login whose answer was lost.
+            session = _http.session(
+                retries=int(opts["retries"]), pool_size=_POOL_SIZE, backoff=self.retry_backoff
+            )
             session.verify = verify  # hvac prefers a given session's own setting
-            for prefix in ("http://", "https://"):
-                session.mount(prefix, HTTPAdapter(pool_maxsize=_POOL_SIZE))
             timeout = float(opts["timeout"])
             self._client = hvac.Client(
                 url=self.url,
@@ -236,9 +408,14 @@ class VaultProvider(Provider):
 
     def _login_locked(self) -> None:
         client = self._client_locked()
+        hx = _errors()
         self._token = None
         client.token = ""
         started = self.clock()
+        if self.options["agent"]:
+            # No token: the agent's api_proxy adds its auto-auth token.
+            self._set_token("", None, None, started)
+            return
         if self.uses_approle:
             try:
                 response = client.auth.approle.login(
@@ -247,14 +424,10 @@ class VaultProvider(Provider):
                     mount_point=self.options["appRoleMount"],
                     use_token=False,
                 )
-            except (
-                hvac.exceptions.InvalidRequest,
-                hvac.exceptions.Forbidden,
-                hvac.exceptions.Unauthorized,
-                hvac.exceptions.InvalidPath,
-            ) as exc:
+            except (hx.InvalidRequest, hx.Forbidden, hx.Unauthorized, hx.InvalidPath) as exc:
                 raise self._connection_error(
-                    f"No token received: AppRole login failed ({_reason(exc)})"
+                    f"No token received: AppRole login failed ({_reason(exc)}); a secret id "
+                    "issued with secret_id_num_uses is used up after that many logins"
                 ) from None
             auth = response.get("auth") if isinstance(response, Mapping) else None
             token = auth.get("client_token") if isinstance(auth, Mapping) else None
@@ -286,7 +459,7 @@ class VaultProvider(Provider):
         started = self.clock()
         try:
             auth = client.auth.token.renew_self()["auth"]
-        except hvac.exceptions.VaultError as exc:
+        except _errors().VaultError as exc:
             log.debug("connection %s: renewal refused (%s)", self.name, _reason(exc))
             self._renewable = False  # log in again when it expires
             return
@@ -300,7 +473,7 @@ class VaultProvider(Provider):
     def _token_alive(self) -> bool:
         try:
             self._client_locked().auth.token.lookup_self()
-        except hvac.exceptions.Forbidden:
+        except _errors().Forbidden:
             return False
         return True
 
@@ -311,6 +484,10 @@ class VaultProvider(Provider):
                 return True  # another thread logged in meanwhile
             if self._token_alive():
                 return False  # the token is fine: its policies refuse the path
+            if self.options["agent"]:
+                raise self._connection_error(
+                    "Vault rejected the agent's token: the agent has no valid auto-auth token"
+                )
             if not self.uses_approle:
                 raise self._connection_error(
                     "Vault rejected the token: it is expired, revoked or unknown"
@@ -338,6 +515,12 @@ class VaultProvider(Provider):
         cached = self._cached_mount(path)
         if cached is not None:
             return cached
+        # Mounts named in the configuration are taken at their word: no
+        # discovery request (kvVersion alone only guesses the mount's name).
+        mounts = _mount_table(self.options["mounts"])
+        named = _longest_prefix((_Mount(m, "kv", kv) for m, kv in mounts.items()), path)
+        if named is not None:
+            return named
         with self._mount_lock:
             cached = self._cached_mount(path)
             if cached is None:
@@ -352,16 +535,17 @@ class VaultProvider(Provider):
 
     def _discover_mount(self, path: str) -> _Mount:
         adapter = self.client.adapter
+        hx = _errors()
         try:
             response = adapter.get(f"/v1/sys/internal/ui/mounts/{quote(path)}")
             mount = _mount_of(response["data"])
             if mount.path and (path + "/").startswith(mount.path):
                 return mount
-        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+        except (hx.Forbidden, hx.InvalidPath):
             pass  # nothing mounted there, no access below it, or an old server
         try:
             response = adapter.get("/v1/sys/mounts")
-        except hvac.exceptions.Forbidden:
+        except hx.Forbidden:
             raise _Denied(
                 f"Permission denied for path {path}: the token's policies grant nothing "
                 "below its mount (or nothing is mounted there), and it may not read sys/mounts"
@@ -417,21 +601,26 @@ class VaultProvider(Provider):
             raise SecretValidationError(
                 f"?{sid.version} needs a KV v2 mount; {mount.path} is KV version 1"
             )
+        hx = _errors()
         try:
             response = self.client.adapter.get(f"/v1/{quote(path)}", params=params or None)
-        except hvac.exceptions.Forbidden:
+        except hx.Forbidden:
             raise _Denied(f"Permission denied for path {path}") from None
-        except hvac.exceptions.InvalidPath:
-            raise SecretNotFoundError(self._not_found(path, mount, rest, sid)) from None
-        except (
-            hvac.exceptions.InvalidRequest,
-            hvac.exceptions.InternalServerError,
-            hvac.exceptions.RateLimitExceeded,
-            hvac.exceptions.UnexpectedError,
-        ) as exc:
+        except hx.InvalidPath as exc:
+            gone = _deleted(exc.json, path) if mount.kv == 2 else None
+            raise SecretNotFoundError(gone or self._not_found(path, mount, rest, sid)) from None
+        except hx.InvalidRequest as exc:
+            # The server answered about this request (a bad parameter, say).
             raise SecretNotFoundError(f"Vault refused reading {path}: {_reason(exc)}") from None
-        data = response.get("data") if isinstance(response, Mapping) else None
+        # 429, 5xx and the rest: the server could not answer; _transport says so.
+        if not isinstance(response, Mapping):  # hvac hands back a 2xx body it cannot parse
+            raise self._connection_error(f"Vault at {self.url} answered with no JSON object")
+        data = response.get("data")
         if mount.kv == 2 and isinstance(data, Mapping):
+            # A read that lands on a deleted version answers 200 with null
+            # data on some servers; the metadata says what happened.
+            if data.get("data") is None and (gone := _deleted(response, path)):
+                raise SecretNotFoundError(gone)
             data = data.get("data")
         if not isinstance(data, Mapping):
             raise SecretNotFoundError(f"Secret {path} has no data")
@@ -458,8 +647,12 @@ class VaultProvider(Provider):
             try:
                 client.auth.token.lookup_self()
                 listing = client.adapter.get("/v1/sys/internal/ui/mounts")
-            except hvac.exceptions.Forbidden:
-                raise self._connection_error("Vault rejected the token") from None
+            except _errors().Forbidden:
+                raise self._connection_error(
+                    "Vault rejected the agent's token"
+                    if self.options["agent"]
+                    else "Vault rejected the token"
+                ) from None
             engines = (listing.get("data") or {}).get("secret") or {}
             if not any(
                 isinstance(info, Mapping) and info.get("type") in _KV_TYPES
@@ -479,7 +672,13 @@ class VaultProvider(Provider):
 
     @contextlib.contextmanager
     def _transport(self) -> Iterator[None]:
-        """Turn network and server-state failures into connection errors."""
+        """Turn network and server-state failures into connection errors.
+
+        Reached after the session's retries (see :mod:`._http`) gave up.
+        """
+        import requests
+
+        hx = _errors()
         try:
             yield
         except requests.exceptions.SSLError:
@@ -491,15 +690,15 @@ class VaultProvider(Provider):
         except requests.exceptions.RequestException as exc:
             kind = type(exc).__name__
             raise self._connection_error(f"Cannot reach Vault at {self.url} ({kind})") from None
-        except (
-            hvac.exceptions.VaultDown,
-            hvac.exceptions.VaultNotInitialized,
-            hvac.exceptions.BadGateway,
-        ) as exc:
+        except (hx.VaultDown, hx.VaultNotInitialized, hx.BadGateway) as exc:
             raise self._connection_error(
                 f"Vault at {self.url} is unavailable ({_reason(exc)})"
             ) from None
-        except hvac.exceptions.VaultError as exc:
+        except hx.RateLimitExceeded as exc:
+            raise self._connection_error(
+                f"Vault at {self.url} is rate limiting requests ({_reason(exc)})"
+            ) from None
+        except hx.VaultError as exc:
             raise self._connection_error(f"Vault at {self.url} failed: {_reason(exc)}") from None
 
     def _connection_error(self, message: str) -> SecretConnectionError:
@@ -522,7 +721,41 @@ def _longest_prefix(mounts: Iterable[_Mount], path: str) -> _Mount | None:
     return max(hits, key=lambda m: len(m.path), default=None)
 
 
-def _reason(exc: hvac.exceptions.VaultError) -> str:
+def _mount_table(mounts: Any) -> dict[str, int]:
+    """``mounts`` as ``{"path/": version}``; entries that are not valid are left out
+    (:meth:`VaultProvider.validate_options` reports them)."""
+    if not isinstance(mounts, Mapping):
+        return {}
+    return {
+        key.strip("/") + "/": int(value)
+        for key, value in mounts.items()
+        if isinstance(key, str)
+        and key.strip("/")
+        and value in (1, 2)
+        and not isinstance(value, bool)
+    }
+
+
+def _deleted(body: Any, path: str) -> str | None:
+    """ "version N was deleted at T" or "... destroyed" from a KV v2 read's
+    metadata (which holds no values), or ``None`` if the version is live."""
+    data = body.get("data") if isinstance(body, Mapping) else None
+    meta = data.get("metadata") if isinstance(data, Mapping) else None
+    if not isinstance(meta, Mapping):
+        return None
+    version = meta.get("version")
+    if meta.get("destroyed") is True:
+        return f"Secret {path}: version {version} was destroyed; read another version"
+    deleted = meta.get("deletion_time")
+    if isinstance(deleted, str) and deleted:
+        return (
+            f"Secret {path}: version {version} was deleted at {deleted} "
+            "(undelete it, or read another version)"
+        )
+    return None
+
+
+def _reason(exc: Any) -> str:
     """Vault's own words for a failure (never values), without its list markup."""
     errors = exc.errors if isinstance(exc.errors, list) else []
     text = "; ".join(e.replace("1 error occurred:", "").replace("*", "").strip() for e in errors)

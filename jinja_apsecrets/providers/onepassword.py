@@ -2,15 +2,26 @@
 
 A path is a 1Password secret reference, ``op://vault/item/[section/]field``
 with the SDK's query attributes (``?attribute=otp``, ``?ssh-format=openssh``).
-It is checked offline by the SDK's own validator, so a malformed reference
-fails at compile time with the SDK's message under ``VALIDATION``.
+It is checked offline by :func:`reference_error`, which accepts what the SDK's
+validator (``Secrets.validate_secret_reference``, in its native core) accepts,
+as measured against SDK 0.4.2, and also rejects empty segments
+(``op://v//f``, ``op://v/i/f/``), which that validator lets through. It needs
+no SDK: the SDK's validator loads the native core, and linting must not.
+Names are checked against the SDK's character set (ASCII letters, digits,
+``-``, ``_``, ``.`` and spaces): a vault or item whose name has other
+characters (accents, other scripts, punctuation) is referenced by its id.
 
 All references of one resolver round go to 1Password in a single
-``Secrets.resolve_all`` call; its per-reference errors (vault, item, field not
-found, too many matches, ...) become ``SECRET_MANAGER_GET_SECRET_FAILED`` for
-that reference alone. Authentication failures are
-``SECRET_MANAGER_CONNECTION_FAILED``; rate limiting is retried with a bounded
-backoff.
+``Secrets.resolve_all`` call, whose response maps each reference, as sent, to
+its value or error; its per-reference errors (vault, item, field not found,
+too many matches, ...) become ``SECRET_MANAGER_GET_SECRET_FAILED`` for that
+reference alone. Authentication failures are
+``SECRET_MANAGER_CONNECTION_FAILED``. So is rate limiting, at once: service
+account limits are counted per hour (per token) and per day (per account),
+so a retry seconds later would only delay the same failure.
+
+The SDK is in beta: ``pyproject.toml`` pins the range this module is tested
+with (``onepassword-sdk>=0.4,<0.5``). It is imported when a client is made.
 
 The SDK is async-only. :meth:`OnePasswordProvider.fetch_async` awaits it on
 the caller's loop. :meth:`OnePasswordProvider.fetch` runs the same coroutine
@@ -27,19 +38,20 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import re
 import sys
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
-from onepassword.client import Client
-from onepassword.errors import RateLimitExceededException
-from onepassword.secrets import Secrets
-from pydantic import ValidationError as _ResponseError
-
-from ..errors import SecretConnectionError, SecretNotFoundError, SecretsError
+from ..errors import (
+    SecretConnectionError,
+    SecretNotFoundError,
+    SecretsError,
+)
+from . import _http
 from .base import Document, FetchResult, Field, Locator, Provider, SecretId
 
 __all__ = ["OnePasswordProvider"]
@@ -50,8 +62,15 @@ T = TypeVar("T")
 INTEGRATION_NAME = "jinja_apsecrets"
 #: The environment variable the 1Password tools read the token from.
 TOKEN_ENV = "OP_SERVICE_ACCOUNT_TOKEN"
-#: Seconds to wait before each retry of a rate-limited call (then give up).
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1.0, 2.0, 4.0)
+#: The reference format, in the SDK's words.
+REFERENCE_FORMAT = "op://<vault>/<item>/[section/]field[?attribute=<attribute-value>]"
+#: Characters the SDK's validator allows in names (ASCII only).
+_NAME = re.compile(r"[A-Za-z0-9._ -]*\Z")
+#: Query parameters the SDK's validator allows, and their values.
+_QUERY: Mapping[str, tuple[str, ...]] = {
+    "attribute": ("otp", "totp"),
+    "ssh-format": ("openssh",),
+}
 
 # resolve_all's per-reference error types, as the SDK names them.
 _REASONS: Mapping[str, str] = {
@@ -71,6 +90,59 @@ _REASONS: Mapping[str, str] = {
     "unableToParsePrivateKey": "private key could not be parsed",
     "unableToFormatPrivateKeyToOpenSsh": "private key could not be converted to OpenSSH",
 }
+
+
+def reference_error(reference: str) -> str | None:
+    """Why ``reference`` is not a valid secret reference, or ``None``; offline.
+
+    Accepts what SDK 0.4.2's validator accepts (a parity test checks that),
+    except empty or blank segments, which 1Password cannot resolve anyway.
+    """
+    if not reference.startswith("op://"):
+        return 'secret reference is not prefixed with "op://"'
+    path, has_query, query = reference[len("op://") :].partition("?")
+    if not _NAME.match(path.replace("/", "")) or not _NAME.match(query.replace("=", "")):
+        return (
+            "invalid character in secret reference: names may only contain ASCII letters, "
+            'digits, spaces, "-", "_" and "."; reference a vault or item with other '
+            "characters in its name by its id"
+        )
+    segments = path.split("/")
+    key, has_value, value = query.partition("=")
+    if not 3 <= len(segments) <= 4 or (has_query and (not has_value or "=" in value)):
+        return f'secret reference has invalid format - must be "{REFERENCE_FORMAT}"'
+    if has_query and key not in _QUERY:
+        return f"secret reference has invalid query parameter {key!r}: use " + " or ".join(_QUERY)
+    if has_query and value not in _QUERY[key]:
+        return f"secret reference has invalid value {value!r} for {key}: use " + " or ".join(
+            _QUERY[key]
+        )
+    empty = [
+        n
+        for n, s in zip(("vault", "item", "section", "field"), _named(segments), strict=True)
+        if not s.strip()
+    ]
+    if empty:
+        return f'secret reference has an empty {empty[0]} name - must be "{REFERENCE_FORMAT}"'
+    return None
+
+
+def _named(segments: list[str]) -> list[str]:
+    """Segments in vault, item, section, field order ('' for a missing section)."""
+    if len(segments) == 3:
+        return [segments[0], segments[1], "x", segments[2]]
+    return segments
+
+
+def _sdk() -> Any:
+    """The SDK's modules, imported on first use (see the module docstring)."""
+    try:
+        import onepassword.client
+        import onepassword.errors
+        import pydantic
+    except ImportError:
+        raise _http.missing_sdk("onepassword", "onepassword", "onepassword-sdk") from None
+    return onepassword, pydantic
 
 
 def _library_version() -> str:
@@ -146,8 +218,7 @@ class OnePasswordProvider(Provider):
     unset. One authenticated SDK client per connection is created on first
     use and reused by every thread and event loop; :meth:`close` releases it.
 
-    ``retry_delays`` (seconds before each retry of a rate-limited call) and
-    ``sleep`` (the coroutine that waits) are injectable so tests never sleep.
+    Rate limiting is not retried (see the module docstring).
     """
 
     id = "onepassword"
@@ -165,17 +236,8 @@ class OnePasswordProvider(Provider):
         "Ensure token hasn't expired",
     )
 
-    def __init__(
-        self,
-        name: str,
-        options: Mapping[str, Any] | None = None,
-        *,
-        retry_delays: Iterable[float] = DEFAULT_RETRY_DELAYS,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
-        self._retry_delays = tuple(retry_delays)
-        self._sleep = sleep
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
         self._runner_finalizer: weakref.finalize[Any, Any] | None = None
@@ -185,17 +247,15 @@ class OnePasswordProvider(Provider):
     # -- paths -------------------------------------------------------------------
 
     def parse_path(self, path: str) -> Locator:
-        """Validate ``path`` with the SDK's offline validator.
+        """Validate ``path`` offline (:func:`reference_error`, no SDK).
 
         The whole reference, query attributes included, is the secret id.
         """
-        try:
-            Secrets.validate_secret_reference(path)
-        except Exception as exc:  # the SDK raises a plain Exception
-            message = _sdk_message(exc)
+        message = reference_error(path)
+        if message is not None:
             if "must be" not in message:
                 message = f"{message}. Should be {self.path_format}"
-            raise self.invalid(path, message) from None
+            raise self.invalid(path, message)
         return Locator(SecretId(path))
 
     # -- fetching ----------------------------------------------------------------
@@ -219,6 +279,8 @@ class OnePasswordProvider(Provider):
             return {}
         client = await self._client()
         response = await self._call(client, lambda: client.secrets.resolve_all(refs))
+        # Keyed by each reference exactly as sent (ResolveAllResponse's
+        # individual_responses: Dict[str, Response[ResolvedReference, ...]]).
         results = response.individual_responses
         out: dict[SecretId, Document | SecretsError] = {}
         for sid in ids:
@@ -294,9 +356,10 @@ class OnePasswordProvider(Provider):
                 provider=self.name,
                 hint="Verify service account token is valid",
             )
+        onepassword, _ = _sdk()
         try:
-            return await self._retry(
-                lambda: Client.authenticate(
+            return await self._once(
+                lambda: onepassword.client.Client.authenticate(
                     auth=token,
                     integration_name=INTEGRATION_NAME,
                     integration_version=_library_version(),
@@ -315,11 +378,12 @@ class OnePasswordProvider(Provider):
         """One SDK call with an authenticated client; failures of the whole call
         are connection errors, and the client is dropped so the next call logs in again.
         """
+        _, pydantic = _sdk()
         try:
-            return await self._retry(call)
+            return await self._once(call)
         except SecretsError:
             raise
-        except _ResponseError:
+        except pydantic.ValidationError:
             # Its text quotes the response, which holds secret values.
             raise SecretConnectionError(
                 "1Password returned a response this SDK version cannot read",
@@ -332,19 +396,19 @@ class OnePasswordProvider(Provider):
                 provider=self.name,
             ) from None
 
-    async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Await ``call()``, retrying on rate limiting after each of the delays."""
-        for delay in self._retry_delays:
-            try:
-                return await call()
-            except RateLimitExceededException:
-                await self._sleep(delay)
+    async def _once(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Await ``call()``; rate limiting fails at once, naming the limits."""
+        onepassword, _ = _sdk()
         try:
             return await call()
-        except RateLimitExceededException:
+        except onepassword.errors.RateLimitExceededException as exc:
             raise SecretConnectionError(
-                f"1Password rate limit exceeded; gave up after {len(self._retry_delays)} retries",
+                f"1Password rate limit exceeded ({_sdk_message(exc, self._token())}): "
+                "service accounts have an hourly limit per token and a daily limit per "
+                "account, so retrying now would fail the same way",
                 provider=self.name,
+                hint="`op service-account ratelimit` shows the usage; spread reads over "
+                "more tokens, cache longer (cache.ttl), or wait for the limit to reset",
             ) from None
 
     def _token(self) -> str | None:

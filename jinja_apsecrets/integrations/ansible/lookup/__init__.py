@@ -1,1 +1,1 @@
-"""The ``apsecret`` lookup plugin: this directory goes on ``ANSIBLE_LOOKUP_PLUGINS``."""
+"""The first release's ``apsecret`` lookup, now a shim over ``apsecrets.core.secret``."""

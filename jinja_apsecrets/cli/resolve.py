@@ -1,38 +1,31 @@
-"""Commands about single values: ``resolve`` prints a value or a resolved
-document, ``keygen`` and ``encrypt`` make ``enc:v1:`` config values.
-
-``encrypt`` reads the value from stdin, never from the command line (where
-``ps`` and shell history would keep it).
-"""
+"""``resolve``: print one value, or a YAML/JSON document with its references resolved."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 import yaml
 
-from .cli_audit import Reporter
-from .cli_errors import EXIT_CODES_HELP, UsageProblem
-from .cli_options import (
+from ..errors import SecretNotFoundError, SecretsError
+from ..reference import parse_bare
+from ..resolver import OnMissing, Resolver
+from ._audit import Reporter
+from ._errors import EXIT_CODES_HELP, UsageProblem
+from ._options import (
     audit_option,
-    config_option,
     guarded,
     mode_option,
     on_missing_option,
+    plain_config_option,
     session,
     verbose_option,
 )
-from .cli_output import write_atomic
-from .cli_render import resolve_data
-from .crypto import encrypt_value, generate_key, load_key
-from .errors import SecretNotFoundError, SecretsError
-from .reference import parse_bare
-from .resolver import OnMissing, Resolver
+from ._output import write_atomic
+from ._rendering import resolve_data
 
-__all__ = ["encrypt", "keygen", "resolve"]
+__all__ = ["resolve"]
 
 
 # -- resolve ---------------------------------------------------------------------------
@@ -52,7 +45,7 @@ __all__ = ["encrypt", "keygen", "resolve"]
 )
 @click.option("-n", "--no-newline", is_flag=True, help="No newline after a single value.")
 @mode_option
-@config_option
+@plain_config_option
 @on_missing_option
 @audit_option
 @verbose_option
@@ -102,7 +95,8 @@ def _resolve_one(resolver: Resolver, reference: str, on_missing: OnMissing | Non
     policy = on_missing or resolver.on_missing
     if policy == "error" or not isinstance(value, SecretNotFoundError):
         raise value.copy()
-    click.echo(f"warning: {value.code}: {value.message}, printed as {policy}", err=True)
+    shown = "left as its reference text" if policy == "keep" else "printed as an empty value"
+    click.echo(f"warning: {value.code}: {value.message}, {shown}", err=True)
     return ref.text if policy == "keep" else ""
 
 
@@ -126,37 +120,3 @@ def _resolve_document(resolver: Resolver, document: str, on_missing: OnMissing |
     if as_json:
         return json.dumps(resolved, indent=2, ensure_ascii=False) + "\n"
     return str(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
-
-
-# -- keys and encrypted values ---------------------------------------------------------
-
-
-@click.command(epilog=EXIT_CODES_HELP)
-def keygen() -> None:
-    """Print a new random AES-256 key (base64url) for APSECRETS_MASTER_KEY."""
-    click.echo(generate_key())
-
-
-@click.command(epilog=EXIT_CODES_HELP)
-@guarded
-def encrypt() -> None:
-    """Encrypt a value read from stdin into an enc:v1: config value.
-
-    The value is read from stdin (one trailing newline dropped), or prompted
-    for without echo on a terminal; never from the command line, where ps and
-    shell history would keep it. AES-256-GCM with the key in
-    APSECRETS_MASTER_KEY (see keygen). Config values of this form are
-    decrypted on load.
-    """
-    key = load_key()
-    if sys.stdin.isatty():
-        value = click.prompt("Value", hide_input=True, confirmation_prompt=True, err=True)
-    else:
-        try:
-            value = sys.stdin.buffer.read().decode("utf-8")
-        except UnicodeDecodeError:
-            raise UsageProblem("stdin is not UTF-8 text") from None
-        value = value.removesuffix("\n").removesuffix("\r") if value.endswith("\n") else value
-    if not value:
-        raise UsageProblem("nothing to encrypt: the value is empty")
-    click.echo(encrypt_value(value, key))

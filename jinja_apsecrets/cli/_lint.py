@@ -1,65 +1,64 @@
 """``refs``: list the references of templates and validate each one offline.
 
 A CI lint must give the same answer on every machine, with no network and no
-credentials. So the configuration is read for its *shape* only: each
-connection's provider and its non-secret settings. ``${VARS}`` are not
-expanded, ``enc:v1:`` values are not decrypted, credentials are not read, and
-no client is created; a provider's :meth:`~jinja_apsecrets.providers.base.Provider.parse_path`
-is offline by contract. With no configuration at all, a connection is valid
-when it is named after a provider (``aws``, ``hashicorp``, ...), as the
-default configuration names them.
+credentials. So the configuration is read by the library's own loader in its
+offline mode (:func:`~jinja_apsecrets.config.load_config` with
+``offline=True``): ``${VARS}`` are not expanded, ``enc:`` values are not
+decrypted, and no client is created, but every other check of a render
+applies, so a misspelled field is reported by ``refs`` as by ``render``. A
+provider's :meth:`~jinja_apsecrets.providers.base.Provider.parse_path` is
+offline by contract. With no configuration at all, a connection is valid when
+it is named after a provider (``aws``, ``hashicorp``, ...), as the default
+configuration names them.
 
 A reference is checked as the extension checks it when compiling: no Jinja
 syntax in the path, a path at all, a known connection, the provider's path
 format, and the policy allow-list (checked before any request, so a refused
-reference is reported too). Templates are scanned with
-:class:`~jinja_apsecrets.reference.TemplateScanner`, so raw blocks, comments
-and strings are not references here either.
+reference is reported too). What cannot be known offline is a *warning*, not
+an error: a provider says so through ``offline_warnings(path)`` (Vault: a path
+without ``data/`` on a connection whose KV version is not configured).
+Templates are scanned with :class:`~jinja_apsecrets.reference.TemplateScanner`,
+so raw blocks, comments and strings are not references here either.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 from jinja2 import nodes
 
-from .crypto import PREFIX
-from .errors import SecretNotFoundError, SecretsError, SecretValidationError
-from .providers import available_providers, get_provider_class
-from .providers.base import Provider
-from .reference import Reference, TemplateScanner, find_references
-from .resolver import Resolver
+from ..config import ConnectionSpec, load_config
+from ..errors import SecretNotFoundError, SecretsError, SecretValidationError
+from ..providers import available_providers, get_provider_class
+from ..providers.base import Provider
+from ..reference import Reference, TemplateScanner, find_references
+from ..resolver import Resolver
 
 __all__ = ["Finding", "OfflineValidator", "lint_template", "lint_vars"]
-
-# ``${VAR}`` placeholders are replaced by this before parsing (a bare ``${VAR}``
-# in a flow mapping is not YAML); a setting that holds it is left out.
-_UNSET = "__apsecrets_unset__"
-_PLACEHOLDER = re.compile(r"\$\{[^}\r\n]*\}")
 
 
 @dataclass
 class Finding:
-    """One reference: where it is, what it names, and its error if invalid."""
+    """One reference: where it is, what it names, its error if invalid, and
+    what cannot be known offline (warnings)."""
 
     file: str
     line: int
     connection: str
     path: str
     error: SecretsError | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
         return self.error is None
 
     def to_json(self) -> dict[str, Any]:
-        """``{file, line, connection, path, valid, error}``; ``error`` is
+        """``{file, line, connection, path, valid, error, warnings}``; ``error`` is
         ``{code, message, hint}`` or ``null``."""
         error = None
         if self.error is not None:
@@ -73,6 +72,7 @@ class Finding:
             "path": self.path,
             "valid": self.valid,
             "error": error,
+            "warnings": list(self.warnings),
         }
 
 
@@ -81,45 +81,35 @@ def _about(error: SecretsError, connection: str, path: str) -> SecretsError:
     return type(error)(error.message, provider=connection, path=path, hint=error.hint)
 
 
-def _literal(value: Any) -> bool:
-    """Whether a setting is usable as written (not a placeholder, not encrypted)."""
-    return not isinstance(value, str) or (_UNSET not in value and not value.startswith(PREFIX))
+def _offline_provider(name: str, spec: ConnectionSpec) -> Provider | SecretsError:
+    """The provider of connection ``name``, for ``parse_path`` and lint warnings.
 
-
-def _config_error(origin: str, message: str) -> SecretValidationError:
-    return SecretValidationError(f"{origin}: {message}")
-
-
-def _offline_provider(origin: str, name: str, raw: Mapping[str, Any]) -> Provider | SecretsError:
-    """A provider for ``name`` built from its non-secret literal settings.
-
-    If those are not enough to construct it (a required URL comes from the
-    environment, say), an instance is made without calling its constructor,
-    holding the defaults and those settings: enough for ``parse_path``. A
-    provider whose SDK is not installed is returned as its error.
+    A provider whose SDK is not installed is returned as its error. The
+    loader has validated the settings; a constructor may also check what it
+    reads from the environment or what is known only online (a ``url`` from
+    ``${VAULT_ADDR}``, or no ``url`` and ``$VAULT_ADDR`` at run time), which a
+    lint must not depend on: then the validated options are used without that
+    constructor, as the path checks need the options only.
     """
-    provider_id = raw.get("provider", name)
-    if not isinstance(provider_id, str) or provider_id not in available_providers():
-        known = ", ".join(available_providers())
-        raise _config_error(origin, f"connections.{name}: unknown provider; known: {known}")
     try:
-        cls = get_provider_class(provider_id)
+        cls = get_provider_class(spec.provider)
     except SecretsError as exc:
         return exc
-    options: dict[str, Any] = {}
-    for key, spec in cls.fields.items():
-        value = raw.get(key)
-        if spec.secret or value is None or not _literal(value):
-            continue
-        if isinstance(value, spec.type) and not (isinstance(value, bool) and spec.type is not bool):
-            options[key] = value
     try:
-        return cls(name, options)
-    except Exception:  # settings left out: fall back to defaults, below
-        bare = cls.__new__(cls)
-        bare.name = name
-        bare.options = {key: spec.default for key, spec in cls.fields.items()} | options
-        return bare
+        return cls(name, spec.options)
+    except SecretsError:
+        pass
+    # The provider's class holding the options the loader validated, without
+    # the provider's own checks of values that are only known online.
+    offline_cls: type[Provider] = type(
+        f"Offline{cls.__name__}", (cls,), {"__init__": _hold_options}
+    )
+    return offline_cls(name, spec.options)
+
+
+def _hold_options(self: Provider, name: str, options: Mapping[str, Any]) -> None:
+    self.name = name
+    self.options = dict(options)
 
 
 class OfflineValidator:
@@ -143,40 +133,19 @@ class OfflineValidator:
 
     @classmethod
     def from_config(cls, path: Path | None) -> OfflineValidator:
-        """From a config file's shape (see the module docstring), or from none.
+        """From the config file ``path`` loaded offline (see the module
+        docstring), or from none.
 
-        Raises a VALIDATION error (no path: a configuration error) if the file
-        cannot be read or its shape is wrong.
+        Raises the loader's VALIDATION error (a configuration error) if the
+        file cannot be read or is not a valid configuration.
         """
         if path is None:
             return cls()
-        origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise _config_error(origin, f"cannot read config file: {reason}") from None
-        try:
-            data = yaml.safe_load(_PLACEHOLDER.sub(_UNSET, text)) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise _config_error(origin, f"invalid YAML{where}") from None
-        connections = (data.get("connections") or {}) if isinstance(data, Mapping) else None
-        if not isinstance(connections, Mapping):
-            raise _config_error(origin, "expected a mapping with connections")
-        providers: dict[str, Provider | SecretsError] = {}
-        for name, raw in connections.items():
-            if not isinstance(raw, (Mapping, type(None))):
-                raise _config_error(origin, f"connections.{name}: expected a mapping of settings")
-            providers[str(name)] = _offline_provider(origin, str(name), raw or {})
-        policy = data.get("policy")
-        allow = policy.get("allow") if isinstance(policy, Mapping) else None
-        if policy is not None and not (
-            isinstance(allow, list) and all(isinstance(p, str) for p in allow)
-        ):
-            raise _config_error(origin, "policy.allow: expected a list of 'connection:path' globs")
-        return cls(providers, allow, origin)
+        config = load_config(path, offline=True)
+        providers: dict[str, Provider | SecretsError] = {
+            name: _offline_provider(name, spec) for name, spec in config.connections.items()
+        }
+        return cls(providers, config.policy, config.origin)
 
     def _provider(self, connection: str) -> Provider | SecretsError:
         found = self._providers.get(connection)
@@ -186,7 +155,13 @@ class OfflineValidator:
             known = ", ".join(sorted(self._providers)) or "none configured"
             message = f"Unknown connection {connection!r}; configured connections: {known}"
         elif connection in available_providers():
-            found = self._providers[connection] = _offline_provider("", connection, {})
+            # As the default configuration names it: the provider's defaults.
+            try:
+                spec = load_config({"connections": {connection: {}}}, offline=True)
+                found = _offline_provider(connection, spec.connections[connection])
+            except SecretsError as exc:
+                found = exc
+            self._providers[connection] = found
             return found
         else:
             message = (
@@ -195,6 +170,15 @@ class OfflineValidator:
                 + ", ".join(available_providers())
             )
         return SecretValidationError(message, provider=connection)
+
+    def warnings(self, connection: str, path: str) -> list[str]:
+        """What cannot be known offline about a valid reference (the
+        provider's ``offline_warnings``, if it has that hook)."""
+        provider = self._providers.get(connection)
+        hook = getattr(provider, "offline_warnings", None)
+        if provider is None or isinstance(provider, SecretsError) or hook is None:
+            return []
+        return list(hook(path))
 
     def check(self, connection: str, path: str) -> SecretsError | None:
         """The error of the reference ``connection|path``, or ``None`` if valid."""
@@ -238,7 +222,8 @@ def _findings(
             error = SecretValidationError("Empty secret path in reference", provider=conn, path="")
         else:
             error = validator.check(conn, path)
-        out.append(Finding(file, ref.lineno, conn, path, error))
+        warnings = validator.warnings(conn, path) if error is None else []
+        out.append(Finding(file, ref.lineno, conn, path, error, warnings))
     return out
 
 

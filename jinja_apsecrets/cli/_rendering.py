@@ -1,8 +1,19 @@
-"""``render`` for the CLI: which templates, with which variables, into which files.
+"""``render`` and ``watch`` for the CLI: which templates, with which variables,
+into which files.
 
-A render is planned (templates found, outputs named), then every template is
-rendered into memory, and only then written (see :mod:`.cli_output`), so a
-failing template leaves every output as it was.
+Both commands share one flow, in four steps, each a function here:
+
+1. **plan jobs** (:func:`plan_request`): templates found, outputs named, and
+   every output checked for links before any lookup (see :mod:`._output`);
+2. **collect** the variables (:func:`load_variables`: vars files and ``--set``,
+   their references resolved in one round);
+3. **render into memory** (:func:`render_plan`): every template, every
+   failure kept;
+4. **write** (:func:`build_outputs`, then :meth:`~._output.OutputSet.commit`):
+   only when nothing failed, and only the files whose bytes or mode change.
+
+``render`` runs the flow once; ``watch`` runs it every round. A failing
+template leaves every output as it was.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -22,14 +33,34 @@ import click
 import jinja2
 import yaml
 
-from .errors import SecretConnectionError, SecretsError, SecretValidationError
-from .resolver import OnMissing, Resolver
-from .undefined import SecretText
-from .walk import collect, rebuild
+from ..config import safe_load
+from ..errors import SecretConnectionError, SecretsError, SecretValidationError
+from ..resolver import OnMissing, Resolver
+from ..undefined import SecretText
+from ..walk import collect, rebuild
+from ._audit import Reporter
+from ._errors import UsageProblem
+from ._options import (
+    audit_option,
+    config_option,
+    exclude_option,
+    mode_option,
+    on_missing_option,
+    parse_json_assignments,
+    pattern_option,
+    vars_option,
+    verbose_option,
+)
+from ._output import OutputSet, refuse_links
 
 __all__ = [
+    "STDIN",
     "Job",
     "Plan",
+    "Rendered",
+    "Request",
+    "build_outputs",
+    "load_variables",
     "load_vars",
     "make_environment",
     "matches",
@@ -37,14 +68,20 @@ __all__ = [
     "output_name",
     "parse_assignments",
     "plan_file",
+    "plan_request",
     "plan_tree",
     "render_jobs",
+    "render_options",
+    "render_plan",
     "resolve_data",
     "walk_tree",
 ]
 
 #: A tree with at least this many templates gets a progress bar on a terminal.
 PROGRESS_MIN = 10
+
+#: The loader name (and shown file name) of a template read from standard input.
+STDIN = "<stdin>"
 
 _LITERAL_SUFFIX = re.compile(r"\*(\.[^*?\[\]]+)")
 
@@ -61,11 +98,78 @@ class Job:
 
 @dataclass
 class Plan:
-    """What ``render`` does: templates under ``root`` and files copied as they are."""
+    """What ``render`` does: templates under ``root`` and files copied as they are.
+
+    ``output_root`` is the output folder (``None``: everything goes to
+    stdout); ``inline`` holds templates that are not files (standard input),
+    by loader name."""
 
     root: str
     jobs: list[Job]
     copies: list[tuple[Path, Path]] = field(default_factory=list)
+    output_root: Path | None = None
+    inline: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked ``render`` or ``watch`` for: their shared options.
+
+    ``source`` ``-`` is a template read from standard input (``stdin_text``)."""
+
+    source: Path
+    output: Path | None
+    vars_files: tuple[str, ...] = ()
+    assignments: tuple[str, ...] = ()
+    json_assignments: tuple[str, ...] = ()  # --set-json (render only)
+    patterns: tuple[str, ...] = ("*.j2",)
+    excludes: tuple[str, ...] = ()
+    copies: tuple[str, ...] = ()
+    mode: int = 0o600
+    on_missing: OnMissing | None = None
+    stdin_text: str | None = None
+
+    @property
+    def from_stdin(self) -> bool:
+        return str(self.source) == "-"
+
+    @property
+    def to_stdout(self) -> bool:
+        return self.output is None or str(self.output) == "-"
+
+
+def plan_request(request: Request) -> Plan:
+    """Step 1: the plan for ``request`` (:class:`UsageProblem` for impossible
+    ones). Every output is checked before any lookup: a symbolic link at an
+    output, or at a folder between the output folder and it, is refused."""
+    output = None if request.to_stdout else request.output
+    if request.from_stdin:
+        if output is not None and output.is_dir():
+            raise UsageProblem("a template from stdin needs -o FILE, not a folder")
+        plan = Plan(
+            os.curdir, [Job(STDIN, STDIN, output)], inline={STDIN: request.stdin_text or ""}
+        )
+        plan.output_root = None if output is None else output.parent
+    elif request.source.is_dir():
+        if output is None:
+            raise UsageProblem("rendering a folder needs -o OUTPUT_FOLDER")
+        if output.exists() and not output.is_dir():
+            raise UsageProblem(f"{output}: exists and is not a folder")
+        plan = plan_tree(request.source, output, request.patterns, request.excludes, request.copies)
+        plan.output_root = output
+    else:
+        plan = plan_file(request.source, output, request.patterns)
+        job_output = plan.jobs[0].output
+        plan.output_root = None if job_output is None else job_output.parent
+    for job in plan.jobs:
+        if job.file in plan.inline or job.output is None:
+            continue
+        if job.output.resolve() == Path(job.file).resolve():
+            raise UsageProblem(f"{job.file}: the output would overwrite the template")
+    if plan.output_root is not None:
+        targets = [job.output for job in plan.jobs if job.output is not None]
+        refuse_links(plan.output_root, [*targets, *(dst for _, dst in plan.copies)])
+    return plan
 
 
 def output_name(filename: str, patterns: Sequence[str]) -> str:
@@ -137,14 +241,70 @@ def plan_tree(
     return plan
 
 
+# -- options -----------------------------------------------------------------------
+
+
+def render_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``render`` and ``watch`` share (``watch`` takes "render's options")."""
+    for option in reversed(
+        (
+            config_option,
+            vars_option,
+            click.option(
+                "--set",
+                "assignments",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A template variable (repeatable; a.b=x nests; values are strings). "
+                "Wins over --vars.",
+            ),
+            pattern_option,
+            exclude_option,
+            click.option(
+                "--copy",
+                "copies",
+                multiple=True,
+                metavar="GLOB",
+                help="Also copy files of a tree matching GLOB, unrendered (repeatable).",
+            ),
+            mode_option,
+            on_missing_option,
+            audit_option,
+            verbose_option,
+        )
+    ):
+        func = option(func)
+    return func
+
+
 # -- variables ---------------------------------------------------------------------
+
+
+def load_variables(
+    resolver: Resolver, request: Request, reporter: Reporter | None = None
+) -> dict[str, Any]:
+    """Step 2: the template variables: the vars files merged in order, then
+    ``--set``; the references in them resolved (one round per file)."""
+    variables: dict[str, Any] = {}
+    for file in request.vars_files:
+        data = resolve_data(resolver, load_vars(file), file, request.on_missing)
+        variables = merge(variables, data)
+        if reporter is not None:
+            reporter.info(f"vars: {file}")
+    if request.assignments:
+        sets = parse_assignments(request.assignments)
+        variables = merge(variables, resolve_data(resolver, sets, "--set", request.on_missing))
+    if request.json_assignments:
+        sets = parse_json_assignments(request.json_assignments)
+        variables = merge(variables, resolve_data(resolver, sets, "--set-json", request.on_missing))
+    return variables
 
 
 def load_vars(path: str) -> dict[str, Any]:
     """Template variables from a YAML or JSON (``.json``) file holding a mapping."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if path.endswith(".json") else safe_load(text)  # alias-bomb safe
     except OSError as exc:
         raise SecretValidationError(f"{path}: cannot read vars file: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -238,12 +398,19 @@ def resolve_data(
 
 
 def make_environment(
-    root: str, resolver: Resolver, on_missing: OnMissing | None
+    root: str,
+    resolver: Resolver,
+    on_missing: OnMissing | None,
+    inline: Mapping[str, str] | None = None,
 ) -> jinja2.Environment:
-    """The CLI's environment: templates under ``root``, strict undefined,
-    trailing newlines kept (config files need them), no autoescape."""
+    """The CLI's environment: templates under ``root`` (and the ``inline``
+    ones, by name), strict undefined, trailing newlines kept (config files
+    need them), no autoescape."""
+    loader: jinja2.BaseLoader = jinja2.FileSystemLoader(root)
+    if inline:
+        loader = jinja2.ChoiceLoader([jinja2.DictLoader(dict(inline)), loader])
     env = jinja2.Environment(  # noqa: S701 - config files, not HTML
-        loader=jinja2.FileSystemLoader(root),
+        loader=loader,
         extensions=["jinja_apsecrets.SecretsExtension"],
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
@@ -279,9 +446,53 @@ def render_jobs(
             except SecretConnectionError as exc:
                 failures.append((job, exc))
                 break
-            except Exception as exc:  # reported by type and place; see cli_errors
+            except Exception as exc:  # reported by type and place; see _errors
                 failures.append((job, exc))
     return texts, failures
+
+
+@dataclass
+class Rendered:
+    """Step 3's result: the texts of the jobs that rendered, the failures, and
+    the files of every template loaded (includes too: what ``watch`` watches)."""
+
+    texts: dict[Job, str]
+    failures: list[tuple[Job, Exception]]
+    loaded: list[str] = field(default_factory=list)
+
+
+def render_plan(
+    resolver: Resolver,
+    plan: Plan,
+    request: Request,
+    reporter: Reporter | None = None,
+    *,
+    progress: bool = False,
+) -> Rendered:
+    """Steps 2 and 3: collect the variables, then render every job into memory.
+
+    A failure in the variables is raised (every job needs them); a template's
+    failure is kept in :attr:`Rendered.failures`."""
+    variables = load_variables(resolver, request, reporter)
+    env = make_environment(plan.root, resolver, request.on_missing, plan.inline)
+    texts, failures = render_jobs(env, plan.jobs, variables, progress=progress)
+    cached = env.cache.values() if env.cache is not None else []
+    loaded = sorted({t.filename for t in cached if t.filename and t.name not in plan.inline})
+    return Rendered(texts, failures, loaded)
+
+
+def build_outputs(plan: Plan, rendered: Rendered, mode: int) -> OutputSet | None:
+    """Step 4's input: the files to write (rendered jobs with an output, and
+    the copies), or ``None`` if everything goes to stdout."""
+    if plan.output_root is None:
+        return None
+    outputs = OutputSet(plan.output_root, mode)
+    for job, text in rendered.texts.items():
+        if job.output is not None:
+            outputs.add(job.output, text, mode)
+    for src, dst in plan.copies:
+        outputs.add(dst, src.read_bytes(), src.stat().st_mode & 0o7777)
+    return outputs
 
 
 def on_terminal() -> bool:
