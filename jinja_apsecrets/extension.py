@@ -73,6 +73,7 @@ from .prefetch import (
 from .reference import SEPARATOR, Reference, Segment, TemplateScanner
 from .resolver import OnMissing, Resolver
 from .runs import Pending, Ref, RenderCache, Run, conceal_found, render_runs, runs_from_spec
+from .values import SecretText
 
 __all__ = ["SecretsExtension"]
 
@@ -306,9 +307,8 @@ class SecretsExtension(Extension):
 
     def _run_node(self, parser: Parser, planned: PlannedRun, lineno: int) -> nodes.Node:
         run, pieces = planned.run, planned.pieces
-        for piece in pieces:
-            if isinstance(piece, Ref):
-                self._validate(parser, piece)
+        for ref in planned.first:
+            self._validate(parser, ref)
         if not run.split:
             return nodes.Output([_internal_name(planned.names[0], lineno)], lineno=lineno)
         # Each value printed by Jinja, which applies finalize and escaping to
@@ -365,9 +365,10 @@ def _prefetch_filter(
     """The rendered runs of one scope: from the cache, else looked up and rendered."""
     cache: RenderCache | None = context.environment.secret_render_cache  # type: ignore[attr-defined]
     if cache is not None:
-        hit = cache.runs_hit(key)
-        if hit is not None:
-            return hit
+        # RenderCache.runs_hit, inlined: this is the whole cost of a warm render.
+        entry = cache.runs.get(key)
+        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+            return entry[2]
     return _render_scope(context.environment, key, name, autoescape, spec)
 
 
@@ -391,8 +392,11 @@ def _render_scope(
     generation = resolver.generation()
     decide = partial(missing_value, policy=on_missing_policy(env, resolver))
     finish = partial(_finish, cache, key, runs, decide, name, autoescape, generation)
-    if not refs:
-        return finish({})
+    # Values already looked up in this render (the top level's round) or
+    # recently are taken from the cache: a cold render makes one lookup.
+    warm = cache.entries(refs)
+    if warm is not None:
+        return finish(warm)
     if env.is_async:
         return then(resolver.lookup_async(list(refs), template=name), finish)
     return finish(resolver.lookup(list(refs), template=name))
@@ -408,7 +412,13 @@ def _finish(
     generation: int,
     found: Mapping[tuple[str, str], tuple[str | SecretsError, float]],
 ) -> tuple[Any, ...]:
+    expiries = {ref: exp for ref, (_, exp) in found.items()}
     values, expires = conceal_found(found)
+    del found  # from here on, this frame holds values only as SecretText
+    for ref, value in values.items():
+        # secret() calls of the scope (constant or not) are then answered warm.
+        if isinstance(value, SecretText):
+            cache.store_value(ref, value, expiries[ref], generation)
     elements, complete = render_runs(runs, values, decide, name, autoescape)
     if complete:
         if expires == float("inf"):  # nothing looked up: keep for the default ttl
@@ -423,12 +433,13 @@ def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
     if fn is secret and len(args) == 2 and not kwargs:
         cache: RenderCache | None = context.environment.secret_render_cache  # type: ignore[attr-defined]
         if cache is not None:
+            # RenderCache.value_hit, inlined: a warm call answered from a dict.
             try:
-                hit = cache.value_hit(args)
+                entry = cache.values.get(args)
             except TypeError:  # unhashable arguments: secret() says what is wrong
-                hit = None
-            if hit is not None:
-                return hit
+                entry = None
+            if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+                return entry[2]
         return secret(context, *args)
     return context.call(fn, *args, **kwargs)
 

@@ -84,11 +84,14 @@ RefKey = tuple[str, str]
 
 
 class PlannedRun(NamedTuple):
-    """A run, its pieces, and the names its elements are bound to."""
+    """A run, its pieces, the names its elements are bound to, and the
+    references to validate (those met first in this run: a reference is
+    validated once per template, where it first appears)."""
 
     run: Run
     pieces: tuple[Piece, ...]
     names: tuple[str, ...]
+    first: tuple[Ref, ...]
 
 
 class Scope(NamedTuple):
@@ -139,7 +142,8 @@ class _OpenScope:
         self.label = label
         self.insert_at = insert_at
         self.lineno = lineno
-        self.runs: list[tuple[int, Run, tuple[Piece, ...]]] = []  # index in the output, ...
+        # index in the output, run, its pieces, its references met first
+        self.runs: list[tuple[int, Run, tuple[Piece, ...], tuple[Ref, ...]]] = []
 
 
 def _run_of(strings: list[Token], lineno: int, split: bool) -> tuple[Run, tuple[Piece, ...]] | None:
@@ -168,6 +172,7 @@ def plan_tokens(
     root = _OpenScope("", 0, 1)
     scopes = [root]
     refs: dict[RefKey, None] = {}
+    validated: set[RefKey] = set()  # references whose run validates them
     deps: dict[str, None] = {}
     closes: list[int] = []  # paren depths at which a rewritten secret( call ends
     depth = 0
@@ -189,10 +194,16 @@ def plan_tokens(
                 inner = autoescape_depth > 0
                 planned = _run_of(tokens[i + 2 : j], token.lineno, split or inner)
                 if planned is not None and j < n and tokens[j].type in _TAG_END:
-                    refs.update(dict.fromkeys(p.key for p in planned[1] if isinstance(p, Ref)))
+                    first = []
+                    for piece in planned[1]:
+                        if isinstance(piece, Ref) and piece.key not in validated:
+                            validated.add(piece.key)
+                            first.append(piece)
+                        if isinstance(piece, Ref):
+                            refs[piece.key] = None
                     out.append(token)
                     out.append(tokens[i + 1])
-                    scopes[-1].runs.append((len(out), *planned))
+                    scopes[-1].runs.append((len(out), *planned, tuple(first)))
                     out.append(token)  # placeholder: the run token, once named
                     out.append(tokens[j])
                     i = j + 1
@@ -290,7 +301,7 @@ def _close(
     """Name the scope's runs and put its prefetch tag in front of it."""
     if not scope.runs and manifest is None:
         return
-    runs = tuple(tuple(run) for _, run, _ in scope.runs)
+    runs = tuple(tuple(run) for _, run, _, _ in scope.runs)
     if manifest is not None:
         spec: tuple[Any, ...] = (MARK, manifest[0], manifest[1], runs)
     else:
@@ -299,11 +310,11 @@ def _close(
     autoescape = bool(auto(name) if callable(auto) else auto)
     scope_id = _digest(f"{name}\0{scope.label}\0{autoescape}\0{spec!r}")
     all_names: list[str] = []
-    for index, run, pieces in scope.runs:
+    for index, run, pieces, first in scope.runs:
         size = sum(isinstance(p, Ref) for p in pieces) if run.split else 1
         names = tuple(f"aps_{scope_id[:12]}_{len(all_names) + k}" for k in range(size))
         all_names.extend(names)
-        out[index] = _token(out[index].lineno, RUN_TOKEN, PlannedRun(run, pieces, names))
+        out[index] = _token(out[index].lineno, RUN_TOKEN, PlannedRun(run, pieces, names, first))
     tag = [
         Token(scope.lineno, "block_begin", ""),
         Token(scope.lineno, "name", PREFETCH_TAG),

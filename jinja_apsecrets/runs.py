@@ -32,8 +32,8 @@ never show them; only this cache holds them between renders.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from markupsafe import Markup, escape
@@ -213,17 +213,17 @@ class RenderCache:
     Plain dicts of ``key -> (expires, generation, value)``: a warm render reads
     one entry with one clock read and one generation check (a
     ``cachetools.TLRUCache`` costs ten times that per read, which is the
-    whole budget of a warm render). The lock guards writes only; each dict is
-    bounded by ``maxsize``, dropping its oldest entry first.
+    whole budget of a warm render). Each dict is bounded by ``maxsize``,
+    dropping its oldest entry first.
     """
 
     def __init__(self, resolver: Resolver, maxsize: int = 4096) -> None:
         self.resolver = resolver
         self.timer = resolver.timer
+        self.generation = resolver.generation
         self.maxsize = maxsize
         self.runs: dict[str, tuple[float, int, tuple[Any, ...]]] = {}
         self.values: dict[tuple[str, str], tuple[float, int, SecretText]] = {}
-        self._lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles empty: it holds secret values.
@@ -231,15 +231,29 @@ class RenderCache:
 
     def runs_hit(self, key: str) -> tuple[Any, ...] | None:
         entry = self.runs.get(key)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self.resolver.generation():
+        if entry is not None and entry[0] > self.timer() and entry[1] == self.generation():
             return entry[2]
         return None
 
     def value_hit(self, ref: tuple[str, str]) -> SecretText | None:
         entry = self.values.get(ref)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self.resolver.generation():
+        if entry is not None and entry[0] > self.timer() and entry[1] == self.generation():
             return entry[2]
         return None
+
+    def entries(
+        self, refs: Iterable[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str | SecretsError, float]] | None:
+        """``{ref: (value, expires)}`` if every one of ``refs`` is warm, else None."""
+        now = self.timer()
+        generation = self.generation()
+        out: dict[tuple[str, str], tuple[str | SecretsError, float]] = {}
+        for ref in refs:
+            entry = self.values.get(ref)
+            if entry is None or entry[0] <= now or entry[1] != generation:
+                return None
+            out[ref] = (entry[2], entry[0])
+        return out
 
     def store_runs(
         self, key: str, elements: tuple[Any, ...], expires: float, generation: int
@@ -253,12 +267,15 @@ class RenderCache:
 
     def _store(self, table: dict[Any, Any], key: Any, entry: tuple[float, int, Any]) -> None:
         # Never keep what was looked up before an invalidation, or is already stale.
-        if entry[1] != self.resolver.generation() or entry[0] <= self.timer():
+        if entry[1] != self.generation() or entry[0] <= self.timer():
             return
-        with self._lock:
-            if key not in table and len(table) >= self.maxsize:
-                table.pop(next(iter(table)), None)
-            table[key] = entry
+        if key not in table and len(table) >= self.maxsize:
+            # No lock (a forked child could inherit it held): a single dict
+            # operation is atomic, and a race here only evicts a little more
+            # or a little less.
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del table[next(iter(table))]
+        table[key] = entry
 
 
 def conceal_found(

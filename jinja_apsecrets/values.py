@@ -17,10 +17,11 @@ other variable of that template.
 
 from __future__ import annotations
 
+import pprint
 import sys
 from typing import Any
 
-__all__ = ["SecretText", "conceal", "in_template"]
+__all__ = ["SecretText", "in_template"]
 
 
 def in_template() -> bool:
@@ -45,9 +46,21 @@ class SecretText(str):
         return f"<SecretText len={len(self)}>"
 
 
-def conceal(value: Any) -> Any:
-    """``value`` as :class:`SecretText` if it is a plain string, else unchanged."""
-    return SecretText(value) if type(value) is str else value
+def _register_pprint() -> None:
+    """Let ``pprint`` wrap a long SecretText as it wraps a long ``str`` (it
+    picks a layout by the type's ``__repr__``), inside templates only."""
+    dispatch = getattr(pprint.PrettyPrinter, "_dispatch", None)
+    as_str = dispatch.get(str.__repr__) if isinstance(dispatch, dict) else None
+    if dispatch is None or as_str is None:  # pragma: no cover - another pprint
+        return
+
+    def pprint_secret(printer: Any, value: str, stream: Any, *args: Any) -> None:
+        if in_template():
+            as_str(printer, value, stream, *args)
+        else:
+            stream.write(repr(value))
+
+    dispatch[SecretText.__repr__] = pprint_secret
 
 
 def _register_yaml() -> None:
@@ -65,4 +78,5 @@ def _register_yaml() -> None:
         dumper.add_representer(SecretText, represent)
 
 
+_register_pprint()
 _register_yaml()

@@ -2,7 +2,7 @@
 
 The input is never mutated. Containers without references come back as the
 same objects; strings are parsed once and resolved values are never parsed
-again (DESIGN.md rule 3).
+again.
 
 One rule for every way a value comes out (``secret()`` in a template,
 ``resolve_secrets``, ``Resolver.resolve``): a string a value went into is a

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import pprint
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -125,7 +126,7 @@ def test_resolve_values_variables_render_as_plain_strings(make_env: MakeEnv) -> 
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(value=st.text(min_size=1, max_size=30), construct=st.sampled_from(CONSTRUCTS))
+@given(value=st.text(min_size=1, max_size=100), construct=st.sampled_from(CONSTRUCTS))
 def test_any_value_renders_as_plain_jinja(value: str, construct: str) -> None:
     STORE["h"] = {"v": value}
     try:
@@ -148,6 +149,17 @@ class TestHiding:
     def test_repr_shows_inside_a_template(self, env: jinja2.Environment) -> None:
         env.globals["show"] = lambda v: repr(v)
         assert env.from_string("{{ show(secret('mem', 'plain')) }}").render() == "'plain-Secret-3'"
+
+    def test_pprint_wraps_a_long_value_as_plain_jinja(
+        self, env: jinja2.Environment, store: Any
+    ) -> None:
+        store["long"] = "word " * 40
+        src = "{% set x = secret('mem', 'long') %}{{ x | pprint }}{{ [x] | pprint }}"
+        plain = "{% set x = v %}{{ x | pprint }}{{ [x] | pprint }}"
+        assert env.from_string(src).render() == jinja2.Environment().from_string(plain).render(
+            v="word " * 40
+        )
+        assert "word" not in pprint.pformat(SecretText("word " * 40))
 
     def test_variables_hold_the_hiding_type(self, env: jinja2.Environment) -> None:
         module = env.from_string("{% set x = secret('mem', 'plain') %}").module
