@@ -296,10 +296,6 @@ class TemplateScanner:
     def _skip_line(self, source: str, pos: int) -> int:
         return self._skip_tag(source, pos, "\n")
 
-    def has_references(self, source: str) -> bool:
-        """Cheap pre-check: without the separator there is nothing to do."""
-        return SEPARATOR in source
-
     def scan(self, source: str) -> Iterator[Segment]:
         """Split ``source`` into data, reference and Jinja segments, in order."""
         pos = data_start = line_pos = 0
