@@ -16,6 +16,7 @@ import click
 import yaml
 
 from .. import dotenv
+from ..config import safe_load_all
 from ..errors import SecretNotFoundError, SecretsError
 from ..reference import parse_bare
 from ..resolver import OnMissing, Resolver
@@ -161,7 +162,7 @@ def _resolve_document(
     if kind is None:
         kind = "json" if raw.lstrip()[:1] in ("{", "[") else "yaml"
     try:
-        docs = [json.loads(raw)] if kind == "json" else list(yaml.safe_load_all(raw))
+        docs = [json.loads(raw)] if kind == "json" else safe_load_all(raw)
     except (ValueError, yaml.YAMLError) as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else getattr(exc, "lineno", None)
