@@ -24,7 +24,8 @@ from .providers import available_providers, register_provider
 from .providers.base import Field, Locator, Provider, SecretId
 from .reference import SEPARATOR, Reference, find_references
 from .resolver import Resolver
-from .undefined import MissingSecret, SecretText
+from .undefined import MissingSecret
+from .values import SecretText
 
 __version__ = "0.1.0"
 

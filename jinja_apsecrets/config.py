@@ -64,6 +64,7 @@ __all__ = [
     "interpolate",
     "load_config",
     "safe_load",
+    "safe_load_all",
 ]
 
 #: The file name looked for beside templates and in the current folder.
@@ -269,6 +270,21 @@ def safe_load(text: str, *, budget: int = ALIAS_BUDGET) -> Any:
             return None
         _check_aliases(node, budget)
         return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def safe_load_all(text: str, *, budget: int = ALIAS_BUDGET) -> list[Any]:
+    """Every document of a multi-document stream, each checked as :func:`safe_load` checks one."""
+    loader = _Loader(text)
+    try:
+        documents = []
+        while loader.check_node():
+            node = loader.get_node()
+            assert node is not None  # check_node() said one follows
+            _check_aliases(node, budget)
+            documents.append(loader.construct_document(node))
+        return documents
     finally:
         loader.dispose()
 

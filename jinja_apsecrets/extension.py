@@ -1,85 +1,90 @@
-"""The Jinja2 extension: references in template text become render-time calls.
+"""The Jinja2 extension: references in template text become render-time lookups.
 
-How a template is compiled:
+How a template is compiled (each hook reads only what Jinja hands it):
 
 1. ``preprocess`` scans the source with the environment's own delimiters
    (:class:`~jinja_apsecrets.reference.TemplateScanner`). Each run of
-   references separated only by plain text becomes one internal tag,
-   ``{%+ __apsecrets__ "conn" "path" "as written" "text" ... +%}``, on the same
-   lines, so line numbers do not move, and with ``+`` so that ``trim_blocks``
-   and ``lstrip_blocks`` leave the surrounding text exactly as it was. Source
-   without the separator ``ap_sep_v1`` is returned untouched.
-2. ``filter_stream`` puts a prefetch tag naming all the template's references
-   in front of the token stream, so they are fetched together, in one round,
-   before the first byte renders.
+   references separated only by plain text becomes one internal tag on the
+   same lines (so line numbers do not move), with ``+`` so that
+   ``trim_blocks`` and ``lstrip_blocks`` leave the text around it as it was:
+   ``{%+ __apsecrets__ "text" "conn" "path" "as written" "text" ... +%}``.
+   Source without the separator ``ap_sep_v1`` is returned untouched.
+2. ``filter_stream`` reads the token stream and plans the template
+   (:func:`~jinja_apsecrets.prefetch.plan_tokens`): the runs, each with its
+   references' lines; a prefetch tag in front of the template and of each
+   block holding runs; ``secret(...)`` calls as direct filter calls; the
+   manifest of the template's static references and the templates it loads.
+   All of it rides in the tokens the parser reads next.
 3. ``parse`` validates each reference offline (unknown connection, malformed
    path: a :class:`SecretReferenceSyntaxError` with template and line) and
-   emits calls to :meth:`SecretsExtension._run` and ``_prefetch``.
+   emits the nodes: a prefetch binds the rendered runs of its scope to local
+   names, and each run prints its names.
 
 Nothing is resolved at compile time: compiled code holds connection names,
-paths and template text, never a value. A rendered run (text joined with its
-values) is cached by the resolver for the lifetime of its secrets, so warm
-renders cost about what plain Jinja2 costs.
+paths and template text, never a value. At render time the prefetch looks the
+scope's references up in one round (the top level: with those of every
+template it loads) and renders all its runs
+(:mod:`jinja_apsecrets.runs`); the rendered runs are kept for the lifetime of
+their secrets, so a warm render costs one cache check over plain Jinja2.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import threading
+from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
-from jinja2 import nodes, pass_context
+from jinja2 import nodes, pass_context, pass_eval_context
 from jinja2.environment import Environment
 from jinja2.ext import Extension
 from jinja2.lexer import TokenStream
+from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
 from jinja2.runtime import Context
-from markupsafe import Markup, escape
 
-from .errors import (
-    SecretReferenceSyntaxError,
-    SecretsError,
-)
+from .errors import SecretReferenceSyntaxError, SecretsError
 from .functions import (
+    b64decode,
+    b64encode,
     install_secret_resolver,
     missing_value,
     no_resolver,
     on_missing_policy,
-    printed_value,
+    render_cache,
     resolve_secrets,
     secret,
+    then,
 )
-from .prefetch import Manifest, collect_static_refs, watch_stream, worth_watching
-from .reference import SEPARATOR, Reference, TemplateScanner
-from .resolver import Resolver
-from .undefined import MissingSecret
+from .prefetch import (
+    CALL_FILTER,
+    MARK,
+    PREFETCH_TAG,
+    RUN_TAG,
+    RUN_TOKEN,
+    SCOPE_TOKEN,
+    PlannedRun,
+    Scope,
+    collect_static_refs,
+    plan_tokens,
+)
+from .reference import SEPARATOR, Reference, Segment, TemplateScanner
+from .resolver import OnMissing, Resolver
+from .runs import Pending, Ref, RenderCache, Run, conceal_found, render_runs, runs_from_spec
+from .values import SecretText
 
 __all__ = ["SecretsExtension"]
 
 log = logging.getLogger("jinja_apsecrets")
 
-RUN_TAG = "__apsecrets__"
-PREFETCH_TAG = "__apsecrets_prefetch__"
 # Internal filters the compiled code calls: a filter is called directly, where
-# a method call would go through Context.call on every render.
-RUN_FILTER = "__apsecrets_run__"
-REF_FILTER = "__apsecrets_ref__"
+# a global function goes through Context.call on every call.
 PREFETCH_FILTER = "__apsecrets_prefetch__"
+VALUE_FILTER = "__apsecrets_value__"
 
-#: One piece of a run: template text, or (connection, path, text as written, line).
-Piece = Any
-
-#: Hands what preprocess found to filter_stream and parse, which Jinja calls
-#: right after it, in the same thread, for the same source.
-_pending = threading.local()
 _NEWLINES = re.compile(r"\r\n|\r|\n")
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
 def _literal(text: str) -> str:
@@ -92,9 +97,10 @@ class SecretsExtension(Extension):
 
     Adds to the environment (through ``environment.extend``):
     ``install_secret_resolver(resolver, *, on_missing=None, resolve_values=False)``,
-    and the attributes ``secret_resolver``, ``secret_on_missing`` and
-    ``secret_resolve_values``. Adds the ``secret(connection, path)`` global and
-    the ``resolve_secrets`` filter.
+    and the attributes ``secret_resolver``, ``secret_on_missing``,
+    ``secret_resolve_values`` and ``secret_render_cache``. Adds the
+    ``secret(connection, path)`` global, the ``resolve_secrets`` filter and,
+    where the environment has none of that name, ``b64encode`` and ``b64decode``.
     """
 
     tags = {RUN_TAG, PREFETCH_TAG}
@@ -105,22 +111,23 @@ class SecretsExtension(Extension):
             secret_resolver=None,
             secret_on_missing=None,
             secret_resolve_values=False,
+            secret_render_cache=None,
             install_secret_resolver=partial(install_secret_resolver, environment),
         )
         environment.globals.setdefault("secret", secret)
         environment.filters.setdefault("resolve_secrets", resolve_secrets)
-        environment.filters[RUN_FILTER] = _run_filter
-        environment.filters[REF_FILTER] = _ref_filter
+        environment.filters.setdefault("b64encode", b64encode)
+        environment.filters.setdefault("b64decode", b64decode)
         environment.filters[PREFETCH_FILTER] = _prefetch_filter
+        environment.filters[CALL_FILTER] = _call_filter
+        environment.filters[VALUE_FILTER] = _value_filter
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
-        self._piece_cache: dict[tuple[str, int], tuple[Piece, ...]] = {}
 
     def bind(self, environment: Environment) -> SecretsExtension:
-        """A copy for an overlay environment, whose install method and caches
-        are its own (its delimiters may differ)."""
+        """A copy for an overlay environment, whose install method is its own
+        (and whose delimiters may differ)."""
         rv = super().bind(environment)
         rv._scanner = None
-        rv._piece_cache = {}
         environment.install_secret_resolver = partial(  # type: ignore[attr-defined]
             install_secret_resolver, environment
         )
@@ -146,61 +153,107 @@ class SecretsExtension(Extension):
         return cached[1]
 
     def preprocess(self, source: str, name: str | None, filename: str | None = None) -> str:
-        _pending.refs = _pending.runs = _pending.manifest = None
-        _pending.watch = worth_watching(source)
         if SEPARATOR not in source:
             return source
         original = source
-        # Jinja's lexer reads "\r\n" and a lone "\r" as line breaks (and
-        # prints every line break as newline_sequence): scan what it will see.
+        # Jinja's lexer reads "\r\n" and a lone "\r" as line breaks: scan what it will see.
         source = _NEWLINES.sub("\n", source)
         segments = list(self._get_scanner().scan(source))
-        refs = [s.ref for s in segments if s.ref is not None]
-        if not refs:
+        if not any(s.ref is not None for s in segments):
             return original
         env = self.environment
+        # The lexer reads a line break in a string back as newline_sequence.
+        extra = len(env.newline_sequence) - 1
         out: list[str] = []
-        run: list[Reference] = []
-        runs: dict[tuple[str, int], tuple[Piece, ...]] = {}
+        run: list[int] = []  # indices of the run's reference segments
         pos = 0  # source is copied up to here
-
-        def normalize(text: str) -> str:
-            return _NEWLINES.sub(env.newline_sequence, text)
 
         def close() -> None:
             nonlocal pos
-            if run:
-                first, last = run[0], run[-1]
-                begin = env.block_start_string + ("-" if first.strip_before else "+")
-                end = ("-" if last.strip_after else "+") + env.block_end_string
+            if not run:
+                return
+            k, m = run[0], run[-1]
+            refs = [segments[i].ref for i in run]
+            first, last = refs[0], refs[-1]
+            assert first is not None
+            assert last is not None
+            begin = env.block_start_string + ("-" if first.strip_before else "+")
+            end = ("-" if last.strip_after else "+") + env.block_end_string
+            start = max(pos, self._lead(source, segments, k))
+            if start == first.start:
                 start = self._tag_start(source, pos, first.start, begin)
-                span = source[start : last.end]
-                out.append(f"{source[pos:start]}{begin} {RUN_TAG} {_literal(span)} {end}")
-                # parse() takes the run's pieces from here instead of scanning again;
-                # keys and text are newline-normalized as the lexer normalizes them.
-                items: list[Piece] = [source[start : first.start]] if start < first.start else []
-                for i, ref in enumerate(run):
-                    if i:
-                        items.append(normalize(source[run[i - 1].end : ref.start]))
-                    items.append((ref.connection, ref.path, ref.text, ref.lineno))
-                runs[(normalize(span), first.lineno)] = tuple(items)
-                pos = last.end
-                run.clear()
+            stop = self._tail(source, segments, m)
+            numbers: list[int] = []
+            at = lines = 0  # offset (as the lexer reads it) and line of `here`
+            here = start
+            for ref in refs:
+                assert ref is not None
+                breaks = source.count("\n", here, ref.start)
+                at += ref.start - here + extra * breaks
+                lines += breaks
+                here = ref.start
+                conn_at = ref.text.find(ref.connection)
+                path_at = ref.text.find(ref.path, ref.text.find(SEPARATOR) + len(SEPARATOR))
+                numbers += [at, len(ref.text), at + conn_at, len(ref.connection)]
+                numbers += [at + path_at, len(ref.path), lines]
+            layout = _literal(" ".join(map(str, numbers)))
+            # The span keeps its line breaks, so lines do not move.
+            span = _literal(source[start:stop])
+            out.append(f"{source[pos:start]}{begin} {RUN_TAG} {span} {layout} {end}")
+            pos = stop
+            run.clear()
 
-        for seg in segments:
+        for i, seg in enumerate(segments):
             if seg.ref is not None:
                 # References joined only by plain text form one run; Jinja
                 # syntax or whitespace control between them ends it.
-                if run and (seg.ref.strip_before or run[-1].strip_after):
+                previous = segments[run[-1]].ref if run else None
+                if previous is not None and (seg.ref.strip_before or previous.strip_after):
                     close()
-                run.append(seg.ref)
+                run.append(i)
             elif seg.kind == "jinja":
                 close()
         close()
         out.append(source[pos:])
-        _pending.refs = refs
-        _pending.runs = runs
         return "".join(out)
+
+    def _is_plain_variable(self, source: str, seg: Segment) -> tuple[bool, bool]:
+        """Whether ``seg`` is a ``{{ ... }}`` tag, and whether it strips the
+        whitespace before / after it (``{{-`` / ``-}}``)."""
+        env = self.environment
+        vs, ve = env.variable_start_string, env.variable_end_string
+        if seg.kind != "jinja" or not source.startswith(vs, seg.start):
+            return False, False
+        before = source.startswith("-", seg.start + len(vs))
+        after = source.endswith(ve, 0, seg.end) and source[seg.end - len(ve) - 1] == "-"
+        return not before, not after
+
+    def _lead(self, source: str, segments: list[Segment], k: int) -> int:
+        """Where the run may start: the plain text before its first reference
+        joins it when nothing in Jinja changes that text (it follows the
+        template's start or a ``{{ }}`` tag without ``-``)."""
+        first = segments[k]
+        if first.ref is None or first.ref.strip_before or k == 0 or segments[k - 1].kind != "data":
+            return first.start
+        if k == 1:
+            return segments[0].start
+        _, plain_after = self._is_plain_variable(source, segments[k - 2])
+        return segments[k - 1].start if plain_after else first.start
+
+    def _tail(self, source: str, segments: list[Segment], m: int) -> int:
+        """Where the run may end: the plain text after its last reference joins
+        it when it runs to the end of the template (less a final line break,
+        which the lexer may drop) or to a ``{{ }}`` tag without ``-``."""
+        last = segments[m]
+        if last.ref is None or last.ref.strip_after:
+            return last.end
+        if m + 1 >= len(segments) or segments[m + 1].kind != "data":
+            return last.end
+        data = segments[m + 1]
+        if m + 2 >= len(segments):
+            return data.end - 1 if source.endswith("\n", 0, data.end) else data.end
+        plain_before, _ = self._is_plain_variable(source, segments[m + 2])
+        return data.end if plain_before else last.end
 
     def _tag_start(self, source: str, low: int, start: int, begin: str) -> int:
         """Where the tag may start: text right before it must not run into its
@@ -217,94 +270,68 @@ class SecretsExtension(Extension):
                 return start - (len(lead) - i)
         return start
 
-    def filter_stream(self, stream: TokenStream) -> TokenStream | Any:
-        refs: list[Reference] | None = getattr(_pending, "refs", None)
-        watch = getattr(_pending, "watch", False)
-        _pending.refs = None
-        _pending.watch = False
-        if not refs and not watch:
-            return stream
-        manifest = Manifest([r.key for r in refs or ()])
-        _pending.manifest = manifest
-        runs = getattr(_pending, "runs", None) or {}
-        if not watch and len(runs) == 1 and self.environment.finalize is None:
-            # One run and nothing else to fetch: the run is the whole round,
-            # and carries the manifest for templates that load this one.
-            return stream
-        return watch_stream(stream, manifest, PREFETCH_TAG)
+    def filter_stream(self, stream: TokenStream) -> Any:
+        env = self.environment
+        # Where Jinja decides how each value prints (finalize, native types),
+        # each value is printed on its own, between its run's text.
+        split = env.finalize is not None or issubclass(
+            env.code_generator_class, NativeCodeGenerator
+        )
+        return plan_tokens(stream, env, split=split)
 
     def parse(self, parser: Parser) -> nodes.Node:
         tag = next(parser.stream)
-        strings: list[tuple[str, int]] = []
-        while parser.stream.current.type != "block_end":
-            token = parser.stream.expect("string")
-            strings.append((token.value, token.lineno))
-        if tag.value == PREFETCH_TAG:
-            manifest: Manifest | None = getattr(_pending, "manifest", None)
-            _pending.manifest = None
-            if manifest is None or strings:
-                parser.fail(f"{PREFETCH_TAG} is internal to jinja_apsecrets", tag.lineno)
-            key = "p:" + _digest(f"{parser.name}:{manifest.refs!r}")
-            args: list[nodes.Expr] = [nodes.Const(manifest)]
-            call = nodes.Filter(nodes.Const(key), PREFETCH_FILTER, args, [], None, None)
-            return nodes.ExprStmt(call, lineno=tag.lineno)
-        ((span, lineno),) = strings
-        known: dict[tuple[str, int], tuple[Piece, ...]] | None = getattr(_pending, "runs", None)
-        pieces = known.get((span, lineno)) if known else None
-        if pieces is None:
-            pieces = self._pieces(span, lineno)
+        token = parser.stream.current
+        # Tokens of these types come only from plan_tokens, values and all.
+        if tag.value == PREFETCH_TAG and token.type == SCOPE_TOKEN:
+            next(parser.stream)
+            return self._prefetch_node(parser, cast(Scope, token.value), tag.lineno)
+        if tag.value == RUN_TAG and token.type == RUN_TOKEN:
+            next(parser.stream)
+            return self._run_node(parser, cast(PlannedRun, token.value), tag.lineno)
+        parser.fail(f"{tag.value} is internal to jinja_apsecrets", tag.lineno)
+
+    def _prefetch_node(self, parser: Parser, scope: Scope, lineno: int) -> nodes.Node:
+        args: list[nodes.Expr] = [
+            nodes.Const(parser.name),
+            nodes.Const(scope.autoescape),
+            nodes.Const(scope.spec),
+        ]
+        call = nodes.Filter(
+            nodes.Const(scope.key), PREFETCH_FILTER, args, [], None, None, lineno=lineno
+        )
+        if not scope.names:
+            return nodes.ExprStmt(call, lineno=lineno)
+        target = nodes.Tuple([_internal_name(n, lineno) for n in scope.names], "store")
+        return nodes.Assign(target, call, lineno=lineno)
+
+    def _run_node(self, parser: Parser, planned: PlannedRun, lineno: int) -> nodes.Node:
+        run, pieces = planned.run, planned.pieces
+        for ref in planned.first:
+            self._validate(parser, ref)
+        if not run.split:
+            return nodes.Output([_internal_name(planned.names[0], lineno)], lineno=lineno)
+        # Each value printed by Jinja, which applies finalize and escaping to
+        # values only, never to the template text between them.
+        children: list[nodes.Expr] = []
+        names = iter(planned.names)
         for piece in pieces:
-            if not isinstance(piece, str):
-                self._validate(parser, *piece)
-        if self.environment.finalize is not None:
-            # finalize applies to each printed value, never to template text.
-            children: list[nodes.Expr] = []
-            for piece in pieces:
-                if isinstance(piece, str):
-                    children.append(nodes.TemplateData(piece))
-                else:
-                    ref_args: list[nodes.Expr] = [nodes.Const(p) for p in piece[1:]]
-                    call = nodes.Filter(nodes.Const(piece[0]), REF_FILTER, ref_args, [], None, None)
-                    children.append(call)
-            return nodes.Output(children, lineno=tag.lineno)
-        # The span is its own cache key: the same text and references render
-        # the same, and the constant's hash is computed once.
-        run_args: list[nodes.Expr] = [nodes.Const(lineno)]
-        manifest = getattr(_pending, "manifest", None)
-        if manifest is not None:  # no prefetch tag took it: this run carries it
-            _pending.manifest = None
-            run_args.append(nodes.Const(manifest))
-        run = nodes.Filter(nodes.Const(span), RUN_FILTER, run_args, [], None, None, lineno=lineno)
-        return nodes.Output([run], lineno=tag.lineno)
-
-    def _pieces(self, span: str, lineno: int) -> tuple[Piece, ...]:
-        """A run's text and references, in order; lines counted from ``lineno``."""
-        pieces: list[Piece] = []
-        for seg in self._get_scanner().scan(span):
-            ref = seg.ref
-            if ref is None:
-                pieces.append(span[seg.start : seg.end])
+            if isinstance(piece, str):
+                children.append(nodes.TemplateData(piece))
             else:
-                pieces.append((ref.connection, ref.path, ref.text, lineno + ref.lineno - 1))
-        return tuple(pieces)
+                value = _internal_name(next(names), lineno)
+                children.append(nodes.Filter(value, VALUE_FILTER, [], [], None, None))
+        return nodes.Output(children, lineno=lineno)
 
-    def _cached_pieces(self, span: str, lineno: int) -> tuple[Piece, ...]:
-        pieces = self._piece_cache.get((span, lineno))
-        if pieces is None:
-            if len(self._piece_cache) > 4096:
-                self._piece_cache.clear()
-            pieces = self._piece_cache[(span, lineno)] = self._pieces(span, lineno)
-        return pieces
+    def _validate(self, parser: Parser, ref: Ref) -> None:
+        conn, path, text, lineno = ref
 
-    def _validate(self, parser: Parser, conn: str, path: str, text: str, lineno: int) -> None:
         def fail(message: str, hint: str | None = None) -> SecretReferenceSyntaxError:
             return SecretReferenceSyntaxError(
                 message, lineno, parser.name, parser.filename, provider=conn, path=path, hint=hint
             )
 
-        scanner = self._get_scanner()
-        ref = Reference(conn, path, text, 0, 0, lineno)
-        dynamic = scanner.dynamic_path_error(ref)
+        dynamic = self._get_scanner().dynamic_path_error(Reference(conn, path, text, 0, 0, lineno))
         if dynamic:
             raise fail(dynamic)
         if not path:
@@ -317,136 +344,109 @@ class SecretsExtension(Extension):
         except SecretsError as exc:
             raise fail(exc.message, exc.hint) from None
 
-    # -- render time ----------------------------------------------------------------
 
-    def _resolver(self, template: str | None, lineno: int | None) -> Resolver:
-        resolver: Resolver | None = self.environment.secret_resolver  # type: ignore[attr-defined]
-        if resolver is None:
-            raise no_resolver(template, lineno)
-        return resolver
-
-    def _prefetch(self, context: Context, key: str, manifest: tuple[Any, ...]) -> Any:
-        """Fetch the static references of this template and of those it loads
-        (the slow path of the prefetch filter, which checked for a warm cache)."""
-        resolver = self._resolver(context.name, None)
-        generation = resolver.generation()
-        _, own, deps = manifest
-        # References that are not cached (ttl 0: env, file) are left to the
-        # render itself: prefetching them would only read them twice.
-        refs = resolver.cacheable(collect_static_refs(self.environment, own, deps, context.name))
-        if not refs:
-            resolver.store_run(key, True, resolver.timer() + resolver.ttl, generation)
-            return None
-        if self.environment.is_async:
-            return self._prefetch_async(resolver, context, key, refs, generation)
-        found = resolver.lookup(refs, template=context.name)
-        self._store_prefetch(resolver, key, found, generation)
-        return None
-
-    async def _prefetch_async(
-        self, resolver: Resolver, context: Context, key: str, refs: Any, generation: int
-    ) -> None:
-        found = await resolver.lookup_async(refs, template=context.name)
-        self._store_prefetch(resolver, key, found, generation)
-
-    @staticmethod
-    def _store_prefetch(resolver: Resolver, key: str, found: Any, generation: int) -> None:
-        if found and all(not isinstance(v, SecretsError) for v, _ in found.values()):
-            resolver.store_run(key, True, min(exp for _, exp in found.values()), generation)
-
-    def _run(self, context: Context, span: str, lineno: int) -> Any:
-        """A run of references and text, rendered (the slow path of the run filter)."""
-        key = span
-        pieces = self._cached_pieces(span, lineno)
-        refs = [p for p in pieces if not isinstance(p, str)]
-        resolver = self._resolver(context.name, lineno)
-        generation = resolver.generation()
-        if self.environment.is_async:
-            return self._run_async(resolver, context, key, pieces, refs, generation)
-        found = resolver.lookup([r[:2] for r in refs], template=context.name)
-        return self._join(resolver, context, key, pieces, found, generation)
-
-    async def _run_async(
-        self, resolver: Resolver, context: Context, key: str, pieces: Any, refs: Any, gen: int
-    ) -> Any:
-        found = await resolver.lookup_async([r[:2] for r in refs], template=context.name)
-        return self._join(resolver, context, key, pieces, found, gen)
-
-    def _join(
-        self, resolver: Resolver, context: Context, key: str, pieces: Any, found: Any, gen: int
-    ) -> Any:
-        autoescape = bool(context.eval_ctx.autoescape)
-        policy = on_missing_policy(self.environment, resolver)
-        parts: list[str] = []
-        expires = float("inf")
-        for piece in pieces:
-            if isinstance(piece, str):
-                # Template text is never escaped, as in plain Jinja2.
-                parts.append(Markup(piece) if autoescape else piece)  # noqa: S704
-                continue
-            value, exp = found[piece[:2]]
-            if isinstance(value, SecretsError):
-                value = missing_value(value, piece, policy, context.name)
-                exp = 0.0
-                if isinstance(value, MissingSecret):
-                    value = ""
-                elif autoescape:
-                    value = Markup(value)  # noqa: S704 - kept reference text is template text
-            parts.append(escape(value) if autoescape else value)
-            expires = min(expires, exp)
-        text = Markup("").join(parts) if autoescape else "".join(parts)
-        resolver.store_run(key, text, expires, gen, escaped=autoescape)
-        return text
-
-    def _ref(self, context: Context, conn: str, path: str, text: str, lineno: int) -> Any:
-        """One reference printed on its own (when the environment has a finalize)."""
-        resolver = self._resolver(context.name, lineno)
-        piece = (conn, path, text, lineno)
-        if self.environment.is_async:
-            return self._ref_async(resolver, context, piece)
-        found = resolver.lookup([(conn, path)], template=context.name)
-        return self._value(resolver, context, piece, found)
-
-    async def _ref_async(self, resolver: Resolver, context: Context, piece: Any) -> Any:
-        found = await resolver.lookup_async([piece[:2]], template=context.name)
-        return self._value(resolver, context, piece, found)
-
-    def _value(self, resolver: Resolver, context: Context, piece: Any, found: Any) -> Any:
-        policy = on_missing_policy(self.environment, resolver)
-        return printed_value(found[piece[:2]][0], piece, policy, context.name)
+def _internal_name(name: str, lineno: int) -> nodes.InternalName:
+    """A name of the compiled code that is no template variable: not looked up
+    in the context, not exported, not shown in Jinja's rewritten tracebacks.
+    Made as ``Parser.free_identifier`` makes one, with a name chosen when the
+    tokens were planned (the prefetch binds it, the run reads it)."""
+    rv = object.__new__(nodes.InternalName)
+    nodes.Node.__init__(rv, name, lineno=lineno)
+    return rv
 
 
-# -- the filters compiled templates call ---------------------------------------------
-
-
-def _extension(context: Context) -> SecretsExtension:
-    """The environment's SecretsExtension (or subclass) instance."""
-    extensions = context.environment.extensions
-    ext = extensions.get(SecretsExtension.identifier)
-    if not isinstance(ext, SecretsExtension):
-        ext = next(e for e in extensions.values() if isinstance(e, SecretsExtension))
-    return ext
+# -- what compiled templates call -------------------------------------------------------
 
 
 @pass_context
-def _run_filter(context: Context, span: str, lineno: int, manifest: Any = None) -> Any:
-    # ``manifest`` is only there to be found in the compiled code (manifest_of).
-    resolver: Resolver | None = context.environment.secret_resolver  # type: ignore[attr-defined]
-    if resolver is not None:
-        hit = resolver.cached_run(span, bool(context.eval_ctx.autoescape))
-        if hit is not None:
-            return hit
-    return _extension(context)._run(context, span, lineno)
+def _prefetch_filter(
+    context: Context, key: str, name: str | None, autoescape: bool, spec: tuple[Any, ...]
+) -> Any:
+    """The rendered runs of one scope: from the cache, else looked up and rendered."""
+    cache: RenderCache | None = context.environment.secret_render_cache  # type: ignore[attr-defined]
+    if cache is not None:
+        # RenderCache.runs_hit, inlined: this is the whole cost of a warm render.
+        entry = cache.runs.get(key)
+        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+            return entry[2]
+    return _render_scope(context.environment, key, name, autoescape, spec)
+
+
+def _render_scope(
+    env: Environment, key: str, name: str | None, autoescape: bool, spec: tuple[Any, ...]
+) -> Any:
+    runs = runs_from_spec(spec[3])
+    resolver: Resolver | None = env.secret_resolver  # type: ignore[attr-defined]
+    if resolver is None:
+        error = no_resolver(name, None)
+        values = {ref.key: error for run in runs for ref in run.refs}
+        policy: OnMissing = getattr(env, "secret_on_missing", None) or "error"
+        return render_runs(runs, values, partial(missing_value, policy=policy), name, autoescape)[0]
+    cache = render_cache(env, resolver)
+    refs = dict.fromkeys(ref.key for run in runs for ref in run.refs)
+    if spec[0] == MARK:
+        # The whole tree in this round, but not the references of connections
+        # that keep nothing (ttl 0): their templates read them when they render.
+        tree = collect_static_refs(env, spec[1], spec[2], name)
+        refs.update(dict.fromkeys(resolver.cacheable(tree)))
+    generation = resolver.generation()
+    decide = partial(missing_value, policy=on_missing_policy(env, resolver))
+    finish = partial(_finish, cache, key, runs, decide, name, autoescape, generation)
+    # Values already looked up in this render (the top level's round) or
+    # recently are taken from the cache: a cold render makes one lookup.
+    warm = cache.entries(refs)
+    if warm is not None:
+        return finish(warm)
+    if env.is_async:
+        return then(resolver.lookup_async(list(refs), template=name), finish)
+    return finish(resolver.lookup(list(refs), template=name))
+
+
+def _finish(
+    cache: RenderCache,
+    key: str,
+    runs: tuple[Run, ...],
+    decide: Any,
+    name: str | None,
+    autoescape: bool,
+    generation: int,
+    found: Mapping[tuple[str, str], tuple[str | SecretsError, float]],
+) -> tuple[Any, ...]:
+    expiries = {ref: exp for ref, (_, exp) in found.items()}
+    values, expires = conceal_found(found)
+    del found  # from here on, this frame holds values only as SecretText
+    for ref, value in values.items():
+        # secret() calls of the scope (constant or not) are then answered warm.
+        if isinstance(value, SecretText):
+            cache.store_value(ref, value, expiries[ref], generation)
+    elements, complete = render_runs(runs, values, decide, name, autoescape)
+    if complete:
+        if expires == float("inf"):  # nothing looked up: keep for the default ttl
+            expires = cache.timer() + cache.resolver.ttl
+        cache.store_runs(key, elements, expires, generation)
+    return elements
 
 
 @pass_context
-def _ref_filter(context: Context, conn: str, path: str, text: str, lineno: int) -> Any:
-    return _extension(context)._ref(context, conn, path, text, lineno)
+def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``secret(...)`` as compiled: ``fn`` is whatever the name ``secret`` holds."""
+    if fn is secret and len(args) == 2 and not kwargs:
+        cache: RenderCache | None = context.environment.secret_render_cache  # type: ignore[attr-defined]
+        if cache is not None:
+            # RenderCache.value_hit, inlined: a warm call answered from a dict.
+            try:
+                entry = cache.values.get(args)
+            except TypeError:  # unhashable arguments: secret() says what is wrong
+                entry = None
+            if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+                return entry[2]
+        return secret(context, *args)
+    return context.call(fn, *args, **kwargs)
 
 
-@pass_context
-def _prefetch_filter(context: Context, key: str, manifest: tuple[Any, ...]) -> Any:
-    resolver: Resolver | None = context.environment.secret_resolver  # type: ignore[attr-defined]
-    if resolver is None or resolver.cached_run(key) is not None:
-        return None  # nothing to fetch, or fetched within the TTL
-    return _extension(context)._prefetch(context, key, manifest)
+@pass_eval_context
+def _value_filter(eval_ctx: EvalContext, value: Any) -> Any:
+    """A value of a split run, with a failed reference decided."""
+    if isinstance(value, Pending):
+        return value.printed(bool(eval_ctx.autoescape))
+    return value

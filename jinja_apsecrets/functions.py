@@ -1,5 +1,6 @@
-"""What templates call: the ``secret()`` global, the ``resolve_secrets`` filter,
-``install_secret_resolver`` and the missing-secret policies.
+"""What templates call: the ``secret()`` global, the ``resolve_secrets``,
+``b64encode`` and ``b64decode`` filters, ``install_secret_resolver`` and the
+missing-secret policies.
 
 These know nothing of how templates are compiled; the extension uses the
 helpers here for its own render-time calls.
@@ -7,34 +8,45 @@ helpers here for its own render-time calls.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 from jinja2 import pass_context
 from jinja2.environment import Environment
 from jinja2.runtime import Context
 from jinja2.utils import missing
-from markupsafe import Markup
 
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .reference import SEPARATOR
 from .resolver import ON_MISSING, OnMissing, Resolver
-from .undefined import MissingSecret, SecretText
+from .runs import RenderCache, conceal_found
+from .undefined import MissingSecret
+from .values import SecretText
 from .walk import collect, rebuild
 
 __all__ = [
+    "b64decode",
+    "b64encode",
     "install_secret_resolver",
     "missing_value",
     "no_resolver",
     "on_missing_policy",
     "printed_value",
+    "render_cache",
     "resolve_secrets",
     "secret",
+    "then",
 ]
 
 log = logging.getLogger("jinja_apsecrets")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def no_resolver(template: str | None, lineno: int | None) -> SecretValidationError:
@@ -64,7 +76,7 @@ def on_missing_policy(environment: Environment, resolver: Resolver) -> OnMissing
 
 
 def missing_value(
-    error: SecretsError, ref: Sequence[Any], policy: OnMissing, template: str | None
+    error: SecretsError, ref: Sequence[Any], template: str | None, *, policy: OnMissing
 ) -> Any:
     """What a failed reference prints under ``policy``; raises for ``error``."""
     conn, path, text, lineno = ref
@@ -90,7 +102,7 @@ def printed_value(
     """A looked-up value as a template gets it: ``SecretText``, or what
     ``policy`` makes of an error (see :func:`missing_value`)."""
     if isinstance(value, SecretsError):
-        value = missing_value(value, ref, policy, template)
+        value = missing_value(value, ref, template, policy=policy)
     return SecretText(value) if type(value) is str else value
 
 
@@ -118,6 +130,7 @@ def install_secret_resolver(
     env: Any = environment
     env.secret_resolver = resolver
     env.secret_on_missing = on_missing
+    env.secret_render_cache = RenderCache(resolver) if resolver is not None else None
     if bool(resolve_values) != bool(env.secret_resolve_values):
         env.secret_resolve_values = bool(resolve_values)
         if resolve_values:
@@ -163,15 +176,22 @@ class _ResolvingMixin(Context):
             return done[key]
         env: Any = self.environment
         resolver: Resolver | None = env.secret_resolver
-        if resolver is not None and collect(value):
-            try:
-                value = resolver.resolve(value, on_missing=on_missing_policy(env, resolver))
-            except SecretsError as exc:
-                raise exc.locate(*_location(self.name)) from None
-            if isinstance(value, str):
-                value = SecretText(value)
+        refs = collect(value) if resolver is not None else []
+        if resolver is not None and refs:
+            policy = on_missing_policy(env, resolver)
+            value = _rebuilt(self, value, resolver.lookup({r.key for r in refs}), policy)
         done[key] = value
         return value
+
+
+def render_cache(environment: Environment, resolver: Resolver) -> RenderCache:
+    """The environment's cache of rendered runs and values for ``resolver``
+    (a new one if the resolver was set without ``install_secret_resolver``)."""
+    env: Any = environment
+    cache: RenderCache | None = env.secret_render_cache
+    if cache is None or cache.resolver is not resolver:
+        cache = env.secret_render_cache = RenderCache(resolver)
+    return cache
 
 
 @pass_context
@@ -179,7 +199,8 @@ def secret(context: Context, connection: str, path: str) -> Any:
     """The function form: ``{{ secret("aws", "prod/tls:cert") | indent(4) }}``.
 
     Paths may be computed. Returns the value (``SecretText``), or under the
-    lenient policies the reference text or a :class:`MissingSecret`.
+    lenient policies the reference text or a :class:`MissingSecret`. Compiled
+    templates answer a warm call from the render cache before calling this.
     """
     env: Any = context.environment
     resolver: Resolver | None = env.secret_resolver
@@ -193,27 +214,30 @@ def secret(context: Context, connection: str, path: str) -> Any:
             template=name,
             lineno=lineno,
         )
-    text = f"<<{connection}|{SEPARATOR}|{path}>>"
+    ref = (connection, path)
+    generation = resolver.generation()
+    finish = partial(_secret_value, context, resolver, ref, generation)
     if env.is_async:
-        return _secret_async(context, resolver, connection, path, text)
-    found = resolver.lookup([(connection, path)], template=context.name)
-    return _secret_value(context, resolver, (connection, path, text), found)
-
-
-async def _secret_async(
-    context: Context, resolver: Resolver, conn: str, path: str, text: str
-) -> Any:
-    found = await resolver.lookup_async([(conn, path)], template=context.name)
-    return _secret_value(context, resolver, (conn, path, text), found)
+        return then(resolver.lookup_async([ref], template=context.name), finish)
+    return finish(resolver.lookup([ref], template=context.name))
 
 
 def _secret_value(
-    context: Context, resolver: Resolver, ref: tuple[str, str, str], found: Any
+    context: Context,
+    resolver: Resolver,
+    ref: tuple[str, str],
+    generation: int,
+    found: Mapping[tuple[str, str], tuple[str | SecretsError, float]],
 ) -> Any:
-    value, _ = found[ref[:2]]
-    name, lineno = _location(context.name) if isinstance(value, SecretsError) else (None, None)
-    policy = on_missing_policy(context.environment, resolver)
-    return printed_value(value, (*ref, lineno), policy, name)
+    value, expires = found[ref]
+    if isinstance(value, SecretsError):
+        name, lineno = _location(context.name)
+        text = f"<<{ref[0]}|{SEPARATOR}|{ref[1]}>>"
+        policy = on_missing_policy(context.environment, resolver)
+        return printed_value(value, (*ref, text, lineno), policy, name)
+    concealed = SecretText(value)
+    render_cache(context.environment, resolver).store_value(ref, concealed, expires, generation)
+    return concealed
 
 
 @pass_context
@@ -223,27 +247,50 @@ def resolve_secrets(context: Context, value: Any) -> Any:
     resolver: Resolver | None = env.secret_resolver
     if resolver is None:
         raise no_resolver(*_location(context.name))
-    policy = on_missing_policy(env, resolver)
     refs = collect(value)
     if not refs:
         return value
+    policy = on_missing_policy(env, resolver)
     keys = {r.key for r in refs}
     if env.is_async:
-        return _resolve_async(context, resolver, value, keys, policy)
-    return _rebuild(context, value, resolver.get_many(keys), policy)
+        found = resolver.lookup_async(keys, template=context.name)
+        return then(found, lambda f: _rebuilt(context, value, f, policy))
+    return _rebuilt(context, value, resolver.lookup(keys, template=context.name), policy)
 
 
-async def _resolve_async(
-    context: Context, resolver: Resolver, value: Any, keys: Any, policy: OnMissing
-) -> Any:
-    return _rebuild(context, value, await resolver.get_many_async(keys), policy)
-
-
-def _rebuild(context: Context, value: Any, values: Any, policy: OnMissing) -> Any:
+def _rebuilt(context: Context, value: Any, found: Any, policy: OnMissing) -> Any:
+    """``value`` with the looked-up references written in (see :func:`rebuild`)."""
+    values, _ = conceal_found(found)
+    del found  # from here on, this frame holds values only as SecretText
     try:
-        result = rebuild(value, values, policy)
+        return rebuild(value, values, policy)
     except SecretsError as exc:
         raise exc.locate(*_location(context.name)) from None
-    if isinstance(result, str) and not isinstance(result, Markup):
-        return SecretText(result)
-    return result
+
+
+async def then(awaitable: Awaitable[T], finish: Callable[[T], R]) -> R:
+    """``finish`` applied to what ``awaitable`` gives: the async door of a
+    helper whose sync door calls ``finish`` directly (one body for both)."""
+    return finish(await awaitable)
+
+
+# -- base64, for manifests such as Kubernetes Secrets --------------------------------
+
+
+def b64encode(value: Any, encoding: str = "utf-8") -> str:
+    """Filter: ``value`` (text) base64-encoded. A secret stays a
+    :class:`SecretText`, so its encoding is hidden as the value is."""
+    data = value if isinstance(value, bytes) else str(value).encode(encoding)
+    encoded = base64.b64encode(data).decode("ascii")
+    return SecretText(encoded) if isinstance(value, SecretText) else encoded
+
+
+def b64decode(value: Any, encoding: str = "utf-8") -> str:
+    """Filter: base64 ``value`` decoded to text. A secret stays a
+    :class:`SecretText`; input that is not base64 (or not text once decoded)
+    is a ``ValueError`` that does not quote it."""
+    try:
+        decoded = base64.b64decode(str(value).encode("ascii"), validate=True).decode(encoding)
+    except (binascii.Error, UnicodeError):
+        raise ValueError(f"b64decode: the input is not base64 of {encoding} text") from None
+    return SecretText(decoded) if isinstance(value, SecretText) else decoded

@@ -1,153 +1,346 @@
-"""What a template will need, known when it is compiled: its prefetch manifest.
+"""What a template will need, read from its token stream before it is parsed.
 
-Every template that holds references (inline, or ``secret("conn", "path")``
-with constant arguments) or loads others by a constant name (``extends``,
-``include``, ``import``, ``from``) gets a manifest: its static references and
-the templates it depends on. The manifest is written into the compiled code as
-a constant tuple marked with :data:`MARK`, so it survives the bytecode cache,
-and is read back from any loaded template with :func:`manifest_of`.
+``SecretsExtension.filter_stream`` hands the whole token stream to
+:func:`plan_tokens`, which reads it once and returns the stream the parser
+gets, with everything the parser needs riding in it (nothing is handed over on
+the side):
 
-At render time the template's first statement fetches the references of the
-whole tree (itself and the templates it loads, recursively) in one round,
-before the first byte renders. Whatever is met later still goes through the
-same cache.
+* each run tag written by ``preprocess`` (``__apsecrets__`` followed by the
+  run's text and the layout of its references) becomes one token holding a
+  :class:`PlannedRun`: the :class:`~jinja_apsecrets.runs.Run` and the internal
+  names its elements are bound to;
+* in front of the template, and right after each ``{% block %}`` tag that holds
+  runs, a prefetch tag holding a :class:`Scope`: the runs of that template or
+  block, compiled into one call that renders them all into a tuple bound to
+  those names (see :mod:`jinja_apsecrets.runs`). Blocks have their own,
+  because a block is its own function and may render without the template's
+  top level (``extends``, or a block rendered alone);
+* ``secret(...)`` calls become ``(secret | __apsecrets_call__(...))``: a filter
+  is called directly, where a call goes through ``Context.call``. The name
+  ``secret`` is still looked up as before, so a variable of that name wins
+  over the global; the filter calls whatever it holds;
+* the template's *manifest*: its static references (inline ones, and
+  ``secret("conn", "path")`` with constant arguments) and the templates it
+  loads by a constant name (``extends``, ``include``, ``import``, ``from``),
+  compiled as a constant tuple marked with :data:`MARK`, so it survives the
+  bytecode cache. :func:`manifest_of` reads it back from a loaded template and
+  :func:`collect_static_refs` walks a whole tree, so the top-level prefetch
+  fetches the references of the tree in one round.
+
+If the lexer fails part way, the tokens read so far are handed on and the
+error is raised after them, where the parser would have met it: a malformed
+template reports the same error as without the extension.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from types import CodeType
-from typing import Any
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 from jinja2 import Environment, Template
+from jinja2.exceptions import TemplateSyntaxError
 from jinja2.lexer import Token, TokenStream
 
+from .runs import Piece, Ref, Run
+
 __all__ = [
+    "BLOCK_MARK",
+    "CALL_FILTER",
     "MARK",
-    "Manifest",
+    "PREFETCH_TAG",
+    "RUN_TAG",
+    "PlannedRun",
+    "Scope",
     "collect_static_refs",
     "manifest_of",
-    "watch_stream",
-    "worth_watching",
+    "plan_tokens",
+    "static_refs_of",
 ]
 
 log = logging.getLogger("jinja_apsecrets")
 
 MARK = "__apsecrets_manifest__"
+BLOCK_MARK = "__apsecrets_block__"
+RUN_TAG = "__apsecrets__"
+PREFETCH_TAG = "__apsecrets_prefetch__"
+CALL_FILTER = "__apsecrets_call__"
+#: Token types only this module creates: the lexer never yields them, so a
+#: template cannot forge a run or a prefetch.
+RUN_TOKEN = "apsecrets_run"
+SCOPE_TOKEN = "apsecrets_scope"
+
 _LOADERS = frozenset({"extends", "include", "import", "from"})
-_NONE = Token(0, "", "")
-_HINT = re.compile(r"\bsecret\s*\(|\b(?:include|extends|import|from)\s+[\"']")
+_TAG_BEGIN = ("block_begin", "linestatement_begin")
+_TAG_END = ("block_end", "linestatement_end")
+#: ``secret(`` after these is not a call of the global: a macro named secret,
+#: a filter or test of that name, an attribute.
+_NOT_A_CALL = frozenset({"macro", "is", "filter"})
 
-Ref = tuple[str, str]
-
-
-class _Items(list):  # type: ignore[type-arg]
-    """A list filled while the template is parsed, written into code as a tuple."""
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
+RefKey = tuple[str, str]
 
 
-class Manifest(list):  # type: ignore[type-arg]
-    """``[MARK, refs, deps]``; compiled as ``(MARK, (refs...), (deps...))``.
+class PlannedRun(NamedTuple):
+    """A run, its pieces, the names its elements are bound to, and the
+    references to validate (those met first in this run: a reference is
+    validated once per template, where it first appears)."""
 
-    The parser creates the node before the rest of the template is read; the
-    token filter keeps appending to ``refs`` and ``deps`` until the end, and
-    the code generator, which runs last, writes the complete tuple.
+    run: Run
+    pieces: tuple[Piece, ...]
+    names: tuple[str, ...]
+    first: tuple[Ref, ...]
+
+
+class Scope(NamedTuple):
+    """What one prefetch renders: the runs of a template's top level or of a block.
+
+    ``spec`` is the compiled constant ``(mark, refs, deps, runs)``; ``key``
+    names it in the render cache.
     """
 
-    def __init__(self, refs: list[Ref]) -> None:
-        super().__init__([MARK, _Items(dict.fromkeys(refs)), _Items()])
-
-    @property
-    def refs(self) -> list[Ref]:
-        return self[1]  # type: ignore[no-any-return]
-
-    @property
-    def deps(self) -> list[str]:
-        return self[2]  # type: ignore[no-any-return]
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
+    key: str
+    autoescape: bool
+    names: tuple[str, ...]
+    spec: tuple[Any, ...]
 
 
-def worth_watching(source: str) -> bool:
-    """Cheap pre-check: could the source call secret() or load other templates?"""
-    return _HINT.search(source) is not None
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
 
 
-def watch_stream(stream: TokenStream, manifest: Manifest, tag: str) -> Iterator[Token]:
-    """``stream`` with the prefetch tag in front, noting static references and
-    template names in ``manifest`` as the tokens go by."""
-    yield Token(1, "block_begin", "")
-    yield Token(1, "name", tag)
-    yield Token(1, "block_end", "")
-    seen_refs = set(manifest.refs)
-    # The last six tokens, oldest first: enough for ``secret ( "a" , "b" )``
-    # and for ``{% include "name"``.
-    t1 = t2 = t3 = t4 = t5 = _NONE
-    for t6 in _unbuffered(stream):
-        kind = t6.type
-        if kind == "rparen":
-            if (
-                t1.value == "secret"
-                and t1.type == "name"
-                and t2.type == "lparen"
-                and t3.type == "string"
-                and t4.type == "comma"
-                and t5.type == "string"
-                and (t3.value, t5.value) not in seen_refs
-            ):
-                seen_refs.add((t3.value, t5.value))
-                manifest.refs.append((t3.value, t5.value))
-        elif (
-            kind == "string"
-            and t5.type == "name"
-            and t5.value in _LOADERS
-            and t4.type in ("block_begin", "linestatement_begin")
-            and t6.value not in manifest.deps
-        ):
-            manifest.deps.append(t6.value)
-        t1, t2, t3, t4, t5 = t2, t3, t4, t5, t6
-        yield t6
+def _read(stream: TokenStream) -> tuple[list[Token], TemplateSyntaxError | None]:
+    """The tokens of ``stream``, and the lexer's error if it stopped on one.
 
-
-def _unbuffered(stream: TokenStream) -> Iterator[Token]:
-    """The tokens of ``stream`` without its one-token lookahead.
-
-    Read through the TokenStream, the lexer would run two tokens ahead of the
-    parser (one lookahead per stream), and a malformed template could then
-    report a later error than plain Jinja2 does. So the tokens come from the
-    lexer's own iterator, after the one the stream already holds.
+    Read from the lexer's own iterator after the token the stream holds:
+    through the TokenStream, each token would go through its lookahead.
     """
+    tokens: list[Token] = []
     source = getattr(stream, "_iter", None)
-    if source is None or getattr(stream, "_pushed", None):
-        yield from stream  # not Jinja's TokenStream as we know it: plain iteration
+    try:
+        if source is None or getattr(stream, "_pushed", None):
+            tokens.extend(stream)  # not Jinja's TokenStream as we know it
+        else:
+            if stream.current.type != "eof":
+                tokens.append(stream.current)
+            tokens.extend(source)
+    except TemplateSyntaxError as exc:
+        return tokens, exc
+    return tokens, None
+
+
+def _replay(tokens: Iterable[Token], error: TemplateSyntaxError | None) -> Iterator[Token]:
+    yield from tokens
+    if error is not None:
+        raise error
+
+
+class _OpenScope:
+    def __init__(self, label: str, insert_at: int, lineno: int) -> None:
+        self.label = label
+        self.insert_at = insert_at
+        self.lineno = lineno
+        # index in the output, run, its pieces, its references met first
+        self.runs: list[tuple[int, Run, tuple[Piece, ...], tuple[Ref, ...]]] = []
+
+
+def _run_of(strings: list[Token], lineno: int, split: bool) -> tuple[Run, tuple[Piece, ...]] | None:
+    """The run written by preprocess as two strings (its text and its layout),
+    and its pieces."""
+    if len(strings) != 2:
+        return None
+    run = Run(strings[0].value, strings[1].value, lineno, split)
+    try:
+        return run, run.pieces
+    except (ValueError, IndexError):
+        return None
+
+
+def plan_tokens(
+    stream: TokenStream, environment: Environment, *, split: bool
+) -> Iterator[Token] | TokenStream:
+    """``stream`` as the parser gets it (see the module docstring).
+
+    ``split`` prints every value as its own element (``finalize``, native
+    environments); runs inside ``{% autoescape %}`` tags are always split.
+    """
+    tokens, error = _read(stream)
+    name = stream.name
+    out: list[Token] = []
+    root = _OpenScope("", 0, 1)
+    scopes = [root]
+    refs: dict[RefKey, None] = {}
+    validated: set[RefKey] = set()  # references whose run validates them
+    deps: dict[str, None] = {}
+    closes: list[int] = []  # paren depths at which a rewritten secret( call ends
+    depth = 0
+    autoescape_depth = 0
+    in_call_tag = False
+    opens_block: str | None = None
+    rewrote = False
+    n = len(tokens)
+    i = 0
+    while i < n:
+        token = tokens[i]
+        kind = token.type
+        if kind in _TAG_BEGIN and i + 1 < n and tokens[i + 1].type == "name":
+            tag = tokens[i + 1].value
+            if tag == RUN_TAG:
+                j = i + 2
+                while j < n and tokens[j].type == "string":
+                    j += 1
+                inner = autoescape_depth > 0
+                planned = _run_of(tokens[i + 2 : j], token.lineno, split or inner)
+                if planned is not None and j < n and tokens[j].type in _TAG_END:
+                    first = []
+                    for piece in planned[1]:
+                        if isinstance(piece, Ref) and piece.key not in validated:
+                            validated.add(piece.key)
+                            first.append(piece)
+                        if isinstance(piece, Ref):
+                            refs[piece.key] = None
+                    out.append(token)
+                    out.append(tokens[i + 1])
+                    scopes[-1].runs.append((len(out), *planned, tuple(first)))
+                    out.append(token)  # placeholder: the run token, once named
+                    out.append(tokens[j])
+                    i = j + 1
+                    continue
+            elif tag == "block" and i + 2 < n and tokens[i + 2].type == "name":
+                opens_block = tokens[i + 2].value
+            elif tag == "endblock" and len(scopes) > 1:
+                _close(scopes.pop(), out, name, environment)
+            elif tag == "autoescape":
+                autoescape_depth += 1
+            elif tag == "endautoescape":
+                autoescape_depth = max(0, autoescape_depth - 1)
+            elif tag == "call":
+                in_call_tag = True
+            elif tag in _LOADERS and i + 2 < n and tokens[i + 2].type == "string":
+                deps[tokens[i + 2].value] = None
+        elif kind in _TAG_END:
+            in_call_tag = False
+            if opens_block is not None:
+                out.append(token)
+                scopes.append(_OpenScope(opens_block, len(out), token.lineno))
+                opens_block = None
+                i += 1
+                continue
+        elif kind == "lparen":
+            depth += 1
+        elif kind == "rparen":
+            depth -= 1
+            if closes and closes[-1] == depth:
+                closes.pop()
+                out.append(token)
+                out.append(Token(token.lineno, "rparen", ")"))
+                i += 1
+                continue
+        elif (
+            kind == "name"
+            and token.value == "secret"
+            and i + 1 < n
+            and tokens[i + 1].type == "lparen"
+            and not in_call_tag
+            and _is_call(tokens, i)
+        ):
+            args = tokens[i + 2 : i + 6]
+            if len(args) == 4 and [t.type for t in args] == ["string", "comma", "string", "rparen"]:
+                refs[(args[0].value, args[2].value)] = None
+            line = token.lineno
+            out.append(Token(line, "lparen", "("))
+            out.append(token)
+            out.append(Token(line, "pipe", "|"))
+            out.append(Token(line, "name", CALL_FILTER))
+            closes.append(depth)
+            rewrote = True
+            i += 1
+            continue
+        out.append(token)
+        i += 1
+    while len(scopes) > 1:  # unclosed blocks: the parser reports them
+        _close(scopes.pop(), out, name, environment)
+    if not (root.runs or refs or deps or rewrote):
+        return _replay(tokens, error)
+    _close(root, out, name, environment, manifest=(tuple(refs), tuple(deps)))
+    return _replay(out, error)
+
+
+def _is_call(tokens: list[Token], i: int) -> bool:
+    if i == 0:
+        return True
+    before = tokens[i - 1]
+    if before.type in ("dot", "pipe"):
+        return False
+    if before.type == "name" and before.value in _NOT_A_CALL:
+        return False
+    # ``x is not secret(...)`` is a test too.
+    return not (
+        before.type == "name"
+        and before.value == "not"
+        and i > 1
+        and tokens[i - 2].type == "name"
+        and tokens[i - 2].value == "is"
+    )
+
+
+def _token(lineno: int, kind: str, value: PlannedRun | Scope) -> Token:
+    """A token of our own type, whose value is our own object (not text)."""
+    return Token(lineno, kind, value)  # type: ignore[arg-type]
+
+
+def _close(
+    scope: _OpenScope,
+    out: list[Token],
+    name: str | None,
+    environment: Environment,
+    manifest: tuple[tuple[RefKey, ...], tuple[str, ...]] | None = None,
+) -> None:
+    """Name the scope's runs and put its prefetch tag in front of it."""
+    if not scope.runs and manifest is None:
         return
-    if stream.current.type != "eof":
-        yield stream.current
-    yield from source
+    runs = tuple(tuple(run) for _, run, _, _ in scope.runs)
+    if manifest is not None:
+        spec: tuple[Any, ...] = (MARK, manifest[0], manifest[1], runs)
+    else:
+        spec = (BLOCK_MARK, (), (), runs)
+    auto = environment.autoescape
+    autoescape = bool(auto(name) if callable(auto) else auto)
+    scope_id = _digest(f"{name}\0{scope.label}\0{autoescape}\0{spec!r}")
+    all_names: list[str] = []
+    for index, run, pieces, first in scope.runs:
+        size = sum(isinstance(p, Ref) for p in pieces) if run.split else 1
+        names = tuple(f"aps_{scope_id[:12]}_{len(all_names) + k}" for k in range(size))
+        all_names.extend(names)
+        out[index] = _token(out[index].lineno, RUN_TOKEN, PlannedRun(run, pieces, names, first))
+    tag = [
+        Token(scope.lineno, "block_begin", ""),
+        Token(scope.lineno, "name", PREFETCH_TAG),
+        _token(scope.lineno, SCOPE_TOKEN, Scope(scope_id, autoescape, tuple(all_names), spec)),
+        Token(scope.lineno, "block_end", ""),
+    ]
+    out[scope.insert_at : scope.insert_at] = tag
 
 
-_manifests: WeakKeyDictionary[Template, tuple[tuple[Ref, ...], tuple[str, ...]]] = (
+# -- reading manifests back ---------------------------------------------------------
+
+_manifests: WeakKeyDictionary[Template, tuple[tuple[RefKey, ...], tuple[str, ...]]] = (
     WeakKeyDictionary()
 )
 
 
-def manifest_of(template: Template) -> tuple[tuple[Ref, ...], tuple[str, ...]]:
+def manifest_of(template: Template) -> tuple[tuple[RefKey, ...], tuple[str, ...]]:
     """The static references and dependencies compiled into ``template``."""
     found = _manifests.get(template)
     if found is None:
         found = ((), ())
-        # The root function holds it, or a block's or a macro's (nested code).
         funcs = [template.root_render_func, *template.blocks.values()]
         todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
         while todo and found == ((), ()):
             for const in todo.pop().co_consts:
-                if isinstance(const, tuple) and len(const) == 3 and const[0] == MARK:
+                if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK:
                     found = (const[1], const[2])
                     break
                 if isinstance(const, CodeType):
@@ -157,26 +350,32 @@ def manifest_of(template: Template) -> tuple[tuple[Ref, ...], tuple[str, ...]]:
 
 
 def collect_static_refs(
-    environment: Environment, refs: Any, deps: Any, parent: str | None
-) -> list[Ref]:
+    environment: Environment, refs: Iterable[RefKey], deps: Iterable[str], parent: str | None
+) -> list[RefKey]:
     """``refs`` plus the static references of every template reached from
-    ``deps``, recursively. Templates that cannot be loaded are skipped: the
-    tag that loads them reports that itself, when it runs."""
-    found: dict[Ref, None] = dict.fromkeys(refs)  # ordered: the same plan every time
+    ``deps`` (names relative to ``parent``), recursively. Templates that cannot
+    be loaded are skipped: the tag that loads them reports that itself."""
+    found: dict[RefKey, None] = dict.fromkeys(refs)  # ordered: the same plan every time
     seen: set[str] = set()
-    todo = [(name, parent) for name in reversed(deps)]
+    todo = [(dep, parent) for dep in reversed(list(deps))]
     while todo:
-        name, base = todo.pop()
+        dep, base = todo.pop()
         try:
-            full = environment.join_path(name, base) if base else name
+            full = environment.join_path(dep, base) if base else dep
             if full in seen:
                 continue
             seen.add(full)
             template = environment.get_template(full)
         except Exception as exc:  # best effort: the include itself will say why
-            log.debug("prefetch skipped template %r: %s", name, type(exc).__name__)
+            log.debug("prefetch skipped template %r: %s", dep, type(exc).__name__)
             continue
         more_refs, more_deps = manifest_of(template)
         found.update(dict.fromkeys(more_refs))
-        todo.extend((dep, template.name) for dep in reversed(more_deps))
+        todo.extend((d, template.name) for d in reversed(more_deps))
     return list(found)
+
+
+def static_refs_of(environment: Environment, names: Iterable[str]) -> list[RefKey]:
+    """The static references of the templates ``names`` and of every template
+    they load, in one list (for fetching a whole tree in one round)."""
+    return collect_static_refs(environment, (), names, None)

@@ -1,6 +1,6 @@
 """Find and parse secret references in text and in template source.
 
-The grammar (pinned in DESIGN.md)::
+The grammar (public API: the README describes it)::
 
     <<CONNECTION|ap_sep_v1|PATH>>     primary form
     {{CONNECTION|ap_sep_v1|PATH}}     the spec's form
@@ -295,10 +295,6 @@ class TemplateScanner:
 
     def _skip_line(self, source: str, pos: int) -> int:
         return self._skip_tag(source, pos, "\n")
-
-    def has_references(self, source: str) -> bool:
-        """Cheap pre-check: without the separator there is nothing to do."""
-        return SEPARATOR in source
 
     def scan(self, source: str) -> Iterator[Segment]:
         """Split ``source`` into data, reference and Jinja segments, in order."""

@@ -105,8 +105,6 @@ class Resolver:
         )
         self._parsed: LRUCache[Ref, tuple[int, Located]] = LRUCache(self.maxsize)
         self._checks = ConnectionChecks(connection_ttl, self.timer)
-        self._runs: dict[str, tuple[float, int, Any]] = {}
-        self._runs_escaped: dict[str, tuple[float, int, Any]] = {}
         self._fetcher = Fetcher(self._cache, self._connections.values, self.max_workers)
         track(self)
 
@@ -135,7 +133,6 @@ class Resolver:
             self._policy = new
             # Cached secrets stay right; decisions memoized under the old list do not.
             self._cache.bump()
-            self._forget_runs()
 
     @property
     def connection_ttl(self) -> float:
@@ -183,7 +180,16 @@ class Resolver:
 
         Connections whose settings did not change keep their clients and cached
         secrets; changed or removed ones are rebuilt and their entries dropped.
+        Any change starts a new :meth:`generation`.
         """
+        settings = (self.ttl, self.connection_ttl, self.stale_if_error, self.on_missing)
+        if settings != (
+            config.ttl,
+            config.connection_ttl,
+            config.stale_if_error,
+            config.on_missing,
+        ):
+            self._cache.bump()  # what was rendered under the old settings is not reused
         self.ttl = config.ttl
         self.connection_ttl = config.connection_ttl
         self.stale_if_error = self._cache.stale_if_error = config.stale_if_error
@@ -263,7 +269,6 @@ class Resolver:
         """
         self._cache.invalidate(connection)
         self._checks.forget(connection)
-        self._forget_runs()
 
     # -- locating and policy ---------------------------------------------------------
 
@@ -472,37 +477,6 @@ class Resolver:
             return obj
         found = await self.lookup_async({r.key for r in refs}, template=source)
         return rebuild(obj, _values(found), on_missing or self.on_missing)
-
-    # -- templates: cached runs of text and values ---------------------------------
-    # Transitional: this cache moves to the extension side (branch ``render``),
-    # which reads generation() instead; delete this section when it lands.
-
-    def _forget_runs(self) -> None:
-        with self._lock:
-            self._runs.clear()
-            self._runs_escaped.clear()
-
-    def cached_run(self, key: str, escaped: bool = False) -> Any:
-        """A rendered run of template text and values, if still fresh, else None.
-
-        Held here, never in the template cache: it holds secret values.
-        """
-        entry = (self._runs_escaped if escaped else self._runs).get(key)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self._cache.generation:
-            return entry[2]
-        return None
-
-    def store_run(
-        self, key: str, value: Any, expires: float, generation: int, *, escaped: bool = False
-    ) -> None:
-        """Keep a rendered run until ``expires`` unless the config changed since."""
-        runs = self._runs_escaped if escaped else self._runs
-        with self._lock:
-            if generation != self._cache.generation or expires <= self.timer():
-                return
-            if len(runs) >= self.maxsize:
-                runs.clear()
-            runs[key] = (expires, generation, value)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -1,18 +1,19 @@
-"""Values the extension hands to templates.
+"""The undefined value of a missing secret.
 
 :class:`MissingSecret` is the :class:`jinja2.Undefined` returned for a missing
 secret under the lenient ``on_missing="undefined"`` policy: it prints as an
 empty string, ``| default(...)`` replaces it, and any other use fails with a
 message naming the connection and path (never a value).
 
-:class:`SecretText` is a resolved value: a plain ``str`` whose ``repr`` does not
-show the value, so it stays out of debugger views and tracebacks' locals. It
-also marks the value as resolved, so it is never parsed again.
+``SecretText`` lives in :mod:`jinja_apsecrets.values`; it is re-exported here
+for code that imported it from this module.
 """
 
 from __future__ import annotations
 
 from jinja2 import Undefined
+
+from .values import SecretText
 
 __all__ = ["MissingSecret", "SecretText"]
 
@@ -32,12 +33,3 @@ class MissingSecret(Undefined):
 
     def __repr__(self) -> str:
         return f"MissingSecret({self.secret_connection!r}, {self.secret_path!r})"
-
-
-class SecretText(str):
-    """A resolved secret value. Behaves as ``str``; its repr hides the value."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return f"<SecretText len={len(self)}>"

@@ -2,7 +2,12 @@
 
 The input is never mutated. Containers without references come back as the
 same objects; strings are parsed once and resolved values are never parsed
-again (DESIGN.md rule 3).
+again.
+
+One rule for every way a value comes out (``secret()`` in a template,
+``resolve_secrets``, ``Resolver.resolve``): a string a value went into is a
+:class:`~jinja_apsecrets.values.SecretText`, a ``str`` whose repr hides it
+outside templates and which is never parsed for references again.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from typing import Any
 
 from .errors import SecretNotFoundError, SecretsError
 from .reference import Reference, find_references
-from .undefined import SecretText
+from .values import SecretText
 
-__all__ = ["collect", "rebuild", "substitute"]
+__all__ = ["collect", "conceal_values", "rebuild", "substitute"]
 
 
 def collect(obj: Any, found: list[Reference] | None = None) -> list[Reference]:
@@ -34,35 +39,43 @@ def collect(obj: Any, found: list[Reference] | None = None) -> list[Reference]:
     return found
 
 
+def conceal_values(
+    values: Mapping[tuple[str, str], str | SecretsError],
+) -> dict[tuple[str, str], SecretText | SecretsError]:
+    """``values`` with each value a :class:`SecretText` (errors kept), so no
+    frame holding them shows one."""
+    return {ref: SecretText(v) if type(v) is str else v for ref, v in values.items()}  # type: ignore[misc]
+
+
 def substitute(
     text: str, values: Mapping[tuple[str, str], str | SecretsError], on_missing: str
 ) -> Any:
     """``text`` with its references replaced by ``values``.
 
     A string that is exactly one reference becomes the value itself (or
-    ``None`` under ``on_missing="undefined"``).
+    ``None`` under ``on_missing="undefined"``). Failures are decided (and
+    raised) before anything is joined.
     """
     refs = find_references(text)
     if not refs:
         return text
+    missing = {
+        i: _missing(
+            ref, value, on_missing, whole=len(refs) == 1 and ref.start == 0 and ref.end == len(text)
+        )
+        for i, ref in enumerate(refs)
+        if isinstance(value := values[ref.key], SecretsError)
+    }
     if len(refs) == 1 and refs[0].start == 0 and refs[0].end == len(text):
-        ref = refs[0]
-        value = values[ref.key]
-        if isinstance(value, SecretsError):
-            return _missing(ref, value, on_missing, whole=True)
-        return value
+        return missing[0] if 0 in missing else SecretText(values[refs[0].key])
     out: list[str] = []
     pos = 0
-    for ref in refs:
+    for i, ref in enumerate(refs):
         out.append(text[pos : ref.start])
-        value = values[ref.key]
-        if isinstance(value, SecretsError):
-            out.append(_missing(ref, value, on_missing, whole=False) or "")
-        else:
-            out.append(value)
+        out.append(missing[i] or "" if i in missing else values[ref.key])  # type: ignore[arg-type]
         pos = ref.end
     out.append(text[pos:])
-    return "".join(out)
+    return SecretText("".join(out))
 
 
 def _missing(ref: Reference, error: SecretsError, on_missing: str, *, whole: bool) -> str | None:
@@ -74,18 +87,23 @@ def _missing(ref: Reference, error: SecretsError, on_missing: str, *, whole: boo
 
 
 def rebuild(obj: Any, values: Mapping[tuple[str, str], str | SecretsError], on_missing: str) -> Any:
-    """A copy of ``obj`` with references resolved; unchanged parts are shared."""
+    """A copy of ``obj`` with references resolved; unchanged parts are shared.
+    Strings a value went into are :class:`SecretText`."""
+    return _rebuild(obj, conceal_values(values), on_missing)
+
+
+def _rebuild(obj: Any, values: Mapping[tuple[str, str], Any], on_missing: str) -> Any:
     if isinstance(obj, SecretText):
         return obj
     if isinstance(obj, str):
         return substitute(obj, values, on_missing)
     if isinstance(obj, Mapping):
-        items = {k: rebuild(v, values, on_missing) for k, v in obj.items()}
+        items = {k: _rebuild(v, values, on_missing) for k, v in obj.items()}
         if all(items[k] is v for k, v in obj.items()):
             return obj
         return items
     if isinstance(obj, (list, tuple)):
-        new = [rebuild(v, values, on_missing) for v in obj]
+        new = [_rebuild(v, values, on_missing) for v in obj]
         if all(a is b for a, b in zip(new, obj, strict=True)):
             return obj
         return type(obj)(new) if type(obj) in (list, tuple) else new

@@ -11,7 +11,7 @@ import pytest
 from test_cli import EXE, run
 
 from jinja_apsecrets import Resolver, SecretValidationError
-from jinja_apsecrets.config import load_config, safe_load
+from jinja_apsecrets.config import load_config, safe_load, safe_load_all
 
 BOMB = """\
 a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
@@ -50,6 +50,11 @@ class TestAliases:
         with pytest.raises(Exception, match="recursive alias"):
             safe_load("a: &a [1, *a]\n")
 
+    def test_every_document_of_a_stream_is_checked(self) -> None:
+        assert safe_load_all("a: 1\n---\nb: &x [1]\nc: *x\n") == [{"a": 1}, {"b": [1], "c": [1]}]
+        with pytest.raises(Exception, match="too many aliases"):
+            safe_load_all("a: 1\n---\n" + BOMB)
+
     def test_reasonable_aliases_are_fine(self) -> None:
         text = "base: &base {ttl: 5, region: x}\none: *base\ntwo: {<<: *base, ttl: 6}\n"
         assert safe_load(text)["two"] == {"ttl": 6, "region": "x"}
@@ -70,6 +75,7 @@ class TestAliases:
             ["render", "t.j2", "-c", "bomb.yaml"],
             ["render", "t.j2", "-c", "ok.yaml", "--vars", "bomb.yaml"],
             ["refs", "t.j2", "-c", "bomb.yaml"],
+            ["resolve", "-f", "bomb.yaml", "-c", "ok.yaml"],
         ]
         for args in cases:
             # A generous bound: the old loader runs for minutes here.

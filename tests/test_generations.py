@@ -194,6 +194,11 @@ class TestConfigure:
         resolver.configure(load_config({"connections": {}}))
         seen.add(resolver.generation())
         assert len(seen) == 4
+        same = resolver.generation()
+        resolver.configure(load_config({"connections": {}}))  # nothing changed
+        assert resolver.generation() == same
+        resolver.configure(load_config({"cache": {"ttl": 60}, "connections": {}}))
+        assert resolver.generation() != same
 
 
 class TestCacheClaims:

@@ -1,5 +1,5 @@
 """Templates without references render byte-identically with and without the
-extension, under every Environment option (DESIGN.md rule 4).
+extension, under every Environment option (README, security rule 4).
 
 Generated templates mix text, tags, comments, raw blocks, whitespace control
 and line statements, and also text that contains the separator without being
@@ -108,7 +108,9 @@ def cases(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
     return source, opts
 
 
-def render(source: str, opts: dict[str, Any], with_extension: bool) -> tuple[str, Any]:
+def render(
+    source: str, opts: dict[str, Any], with_extension: bool, resolver: Resolver | None = None
+) -> tuple[str, Any]:
     kind = opts["kind"]
     cls = {"sandbox": SandboxedEnvironment, "native": NativeEnvironment}.get(
         kind, jinja2.Environment
@@ -132,7 +134,7 @@ def render(source: str, opts: dict[str, Any], with_extension: bool) -> tuple[str
         kwargs["extensions"] = ["jinja_apsecrets.SecretsExtension"]
     env = cls(**kwargs)
     if with_extension:
-        env.install_secret_resolver(Resolver())  # type: ignore[attr-defined]
+        env.install_secret_resolver(resolver or Resolver())  # type: ignore[attr-defined]
     context = {"x": True, "y": "<b>", "items": [1, 2], "html": "a&b"}
     try:
         template = env.from_string(source)

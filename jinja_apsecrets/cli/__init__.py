@@ -26,6 +26,7 @@ from .keys import encrypt, keygen
 from .refs import refs
 from .render import render
 from .resolve import resolve
+from .run import run
 from .watch import watch
 
 __all__ = ["load_resolver", "main", "write_atomic"]
@@ -47,3 +48,4 @@ def main() -> None:
 for command in (render, refs, check, resolve, keygen, encrypt):
     main.add_command(command)
 main.add_command(watch)
+main.add_command(run)

@@ -22,7 +22,7 @@ from typing import Any
 
 from jinja2 import Environment
 
-from ...reference import TemplateScanner, find_references, parse_bare
+from ...reference import SEPARATOR, TemplateScanner, find_references, parse_bare
 
 __all__ = ["LOOKUP_NAMES", "lookup_terms", "refs_in_data", "refs_in_template", "refs_in_text"]
 
@@ -84,7 +84,7 @@ def refs_in_template(source: str, environment: Environment | None = None) -> Ite
     """Inline references a template action will resolve in ``source``, then the
     literal lookup terms in its expressions."""
     scanner = TemplateScanner(environment or Environment())  # noqa: S701 (delimiters only)
-    if scanner.has_references(source):
+    if SEPARATOR in source:  # without the separator there is nothing to scan
         for segment in scanner.scan(source):
             if segment.ref is not None:
                 yield segment.ref.key

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from jinja2 import Environment
 
 from ...errors import SecretValidationError
-from ...reference import Reference, TemplateScanner
+from ...reference import SEPARATOR, Reference, TemplateScanner
 
 __all__ = ["MaskedSource", "before_view", "mask_source", "mask_values"]
 
@@ -69,7 +69,7 @@ def mask_source(source: str, environment: Environment, *, nonce: str | None = No
     scanner = TemplateScanner(environment)
     refs: list[Reference] = []
     out: list[str] = []
-    if not scanner.has_references(source):
+    if SEPARATOR not in source:  # nothing to mask
         return MaskedSource(source, (), _pattern(nonce))
     for segment in scanner.scan(source):
         if segment.kind != "ref" or segment.ref is None:
