@@ -9,6 +9,12 @@ window, however many threads or tasks ask at once.
 
 The clock is injectable (``timer``), so TTL tests never sleep.
 
+Generations: :meth:`SecretCache.invalidate` drops entries *and* the claims in
+flight, and counts a new generation. A result is stored only while its claim
+is still the current one, so a fetch that started before an invalidation
+answers the callers already waiting on it and is never stored; a claim
+planned under an older generation is refused (the caller plans again).
+
 With ``stale_if_error`` > 0, the last good document of each key is kept that
 many seconds past its expiry; when a refresh fails because the backend cannot
 be reached, that document is served instead (and a warning logged).
