@@ -17,6 +17,9 @@ from jinja_apsecrets import (
     SecretsError,
     SecretValidationError,
 )
+from jinja_apsecrets.cli._environ import Source, resolve_values
+from jinja_apsecrets.cli._rendering import resolve_data
+from jinja_apsecrets.resolver import Resolver
 
 PW = "pw-Secret-1"
 
@@ -172,3 +175,43 @@ class TestCopy:
         located = error.locate("t.j2", 9)
         assert (located.template, located.lineno, located.name) == ("t.j2", 3, "t.j2")
         assert pickle.loads(pickle.dumps(located)).template == "t.j2"
+
+
+class TestCopiesAtTheCallers:
+    """The CLI's helpers re-raise a lookup's error located at its source: the
+    same class and fields (hint included), only template and line changed."""
+
+    @pytest.mark.parametrize("ref", ["mem|ap_sep_v1|gone:x", "nope|ap_sep_v1|a:b"])
+    def test_environment_values(self, resolver: Resolver, ref: str) -> None:
+        conn, _, path = ref.split("|", 2)
+        looked_up = resolver.lookup({(conn, path)})[(conn, path)][0]
+        assert isinstance(looked_up, SecretsError)
+        with pytest.raises(SecretsError) as info:
+            resolve_values(
+                resolver,
+                {"DB": f"<<{ref}>>"},
+                {"DB": Source("app.env", 3)},
+                audit_name="app.env",
+                on_missing="error",
+            )
+        _same_but_located(info.value, looked_up, "app.env", 3)
+
+    def test_vars_data(self, resolver: Resolver) -> None:
+        looked_up = resolver.lookup({("mem", "gone:x")})[("mem", "gone:x")][0]
+        assert isinstance(looked_up, SecretsError)
+        with pytest.raises(SecretsError) as info:
+            resolve_data(resolver, {"db": ["<<mem|ap_sep_v1|gone:x>>"]}, "vars.yaml", "error")
+        _same_but_located(info.value, looked_up, "vars.yaml", None)
+
+
+def _same_but_located(
+    error: SecretsError, original: SecretsError, template: str, lineno: int | None
+) -> None:
+    assert type(error) is type(original)
+    assert (error.message, error.provider, error.path, error.hint) == (
+        original.message,
+        original.provider,
+        original.path,
+        original.hint,
+    )
+    assert (error.template, error.lineno) == (template, lineno)

@@ -88,14 +88,7 @@ def resolve_values(
             new = substitute(text, table, policy) if bare is None else _one(bare, table, policy)
         except SecretsError as exc:
             where = sources[key]
-            raise type(exc)(
-                exc.message,
-                provider=exc.provider,
-                path=exc.path,
-                template=where.name,
-                lineno=where.lineno,
-                hint=exc.hint,
-            ) from None
+            raise exc.copy(template=where.name, lineno=where.lineno) from None
         out[key] = "" if new is None else str(new)
     secrets = [v for v in table.values() if isinstance(v, str)]
     return Resolved(out, secrets)

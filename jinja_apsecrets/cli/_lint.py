@@ -78,7 +78,7 @@ class Finding:
 
 def _about(error: SecretsError, connection: str, path: str) -> SecretsError:
     """A copy of ``error`` that names the reference."""
-    return type(error)(error.message, provider=connection, path=path, hint=error.hint)
+    return error.copy(provider=connection, path=path)
 
 
 def _offline_provider(name: str, spec: ConnectionSpec) -> Provider | SecretsError:

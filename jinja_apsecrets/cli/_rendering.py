@@ -389,9 +389,8 @@ def resolve_data(
     try:
         resolved = rebuild(data, values, on_missing or resolver.on_missing)
     except SecretsError as exc:
-        raise type(exc)(
-            exc.message, provider=exc.provider, path=exc.path, template=source, hint=exc.hint
-        ) from None
+        # Named after the data's source; a line of some template does not apply.
+        raise exc.copy(template=source, lineno=None) from None
     return _mark(data, resolved) if mark else resolved
 
 
