@@ -10,6 +10,7 @@ servers, real signals and a real shell.
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -372,6 +373,32 @@ class TestOnce:
 
     def test_output_is_required(self, project: Path) -> None:
         assert run("watch", "t.j2", "--once", cwd=project)[0] == 2
+
+    def test_set_json_reaches_the_template(self, project: Path) -> None:
+        (project / "t.j2").write_text("n={{ n + 1 }} pw=<<local|ap_sep_v1|app:pw>>\n")
+        code, _, err = run(
+            "watch", "t.j2", "-o", "out/t", "--once", "--set-json", "n=1", cwd=project
+        )
+        assert code == 0, err
+        assert (project / "out" / "t").read_text() == "n=2 pw=one-Secret\n"
+
+
+#: Options only ``render`` has: watch always writes, and only to -o.
+RENDER_ONLY = {"--dry-run"}
+
+
+def help_options(command: str) -> set[str]:
+    """The long options ``command --help`` lists."""
+    code, out, _ = run(command, "--help")
+    assert code == 0
+    return set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", out, re.MULTILINE))
+
+
+def test_watch_takes_every_option_of_render() -> None:
+    render, watch = help_options("render"), help_options("watch")
+    assert {"--set-json", "--vars", "--mode", "--output"} <= render
+    assert render - RENDER_ONLY <= watch
+    assert render >= RENDER_ONLY  # the exceptions are real options of render
 
 
 # -- real processes -----------------------------------------------------------------------

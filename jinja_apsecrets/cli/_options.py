@@ -55,6 +55,7 @@ __all__ = [
     "pattern_option",
     "pattern_option_for",
     "plain_config_option",
+    "render_options",
     "session",
     "set_json_option",
     "vars_option",
@@ -308,3 +309,40 @@ set_json_option = click.option(
     help="A template variable given as JSON (repeatable; a.b=... nests): --set-json "
     'port=8080, --set-json \'hosts=["a","b"]\'. Wins over --vars and --set.',
 )
+
+
+def render_options(func: F) -> F:
+    """The options ``render`` and ``watch`` share (``watch`` takes "render's
+    options"): one list, so an option added here reaches both commands. The
+    command takes ``config``, ``audit_log`` and ``verbose`` by name and passes
+    the rest to ``Request.from_params`` (see :mod:`._rendering`)."""
+    for option in reversed(
+        (
+            config_option,
+            vars_option,
+            click.option(
+                "--set",
+                "assignments",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="A template variable (repeatable; a.b=x nests; values are strings). "
+                "Wins over --vars.",
+            ),
+            set_json_option,
+            pattern_option,
+            exclude_option,
+            click.option(
+                "--copy",
+                "copies",
+                multiple=True,
+                metavar="GLOB",
+                help="Also copy files of a tree matching GLOB, unrendered (repeatable).",
+            ),
+            mode_option,
+            on_missing_option,
+            audit_option,
+            verbose_option,
+        )
+    ):
+        func = option(func)
+    return func

@@ -22,7 +22,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -41,17 +41,7 @@ from ..undefined import SecretText
 from ..walk import collect, rebuild
 from ._audit import Reporter
 from ._errors import UsageProblem
-from ._options import (
-    audit_option,
-    config_option,
-    exclude_option,
-    mode_option,
-    on_missing_option,
-    parse_json_assignments,
-    pattern_option,
-    vars_option,
-    verbose_option,
-)
+from ._options import parse_json_assignments
 from ._output import OutputSet, refuse_links
 
 __all__ = [
@@ -72,7 +62,6 @@ __all__ = [
     "plan_request",
     "plan_tree",
     "render_jobs",
-    "render_options",
     "render_plan",
     "resolve_data",
     "walk_tree",
@@ -122,13 +111,25 @@ class Request:
     output: Path | None
     vars_files: tuple[str, ...] = ()
     assignments: tuple[str, ...] = ()
-    json_assignments: tuple[str, ...] = ()  # --set-json (render only)
+    json_assignments: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ("*.j2",)
     excludes: tuple[str, ...] = ()
     copies: tuple[str, ...] = ()
     mode: int = 0o600
     on_missing: OnMissing | None = None
     stdin_text: str | None = None
+
+    @classmethod
+    def from_params(
+        cls, source: Path, output: Path | None, stdin_text: str | None = None, **params: Any
+    ) -> Request:
+        """The request of a command's parsed :func:`~._options.render_options`
+        (click's keyword arguments): one way for ``render`` and ``watch``, so
+        an option added there reaches both. Sequences become tuples."""
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list | tuple) else v for k, v in params.items()
+        }
+        return cls(source=source, output=output, stdin_text=stdin_text, **fields)
 
     @property
     def from_stdin(self) -> bool:
@@ -240,42 +241,6 @@ def plan_tree(
         elif matches(rel, copies):
             plan.copies.append((root / rel, target / name))
     return plan
-
-
-# -- options -----------------------------------------------------------------------
-
-
-def render_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options ``render`` and ``watch`` share (``watch`` takes "render's options")."""
-    for option in reversed(
-        (
-            config_option,
-            vars_option,
-            click.option(
-                "--set",
-                "assignments",
-                multiple=True,
-                metavar="KEY=VALUE",
-                help="A template variable (repeatable; a.b=x nests; values are strings). "
-                "Wins over --vars.",
-            ),
-            pattern_option,
-            exclude_option,
-            click.option(
-                "--copy",
-                "copies",
-                multiple=True,
-                metavar="GLOB",
-                help="Also copy files of a tree matching GLOB, unrendered (repeatable).",
-            ),
-            mode_option,
-            on_missing_option,
-            audit_option,
-            verbose_option,
-        )
-    ):
-        func = option(func)
-    return func
 
 
 # -- variables ---------------------------------------------------------------------

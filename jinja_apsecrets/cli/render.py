@@ -15,13 +15,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..resolver import OnMissing
 from ._audit import Reporter
 from ._errors import EXIT_CODES_HELP, report
-from ._options import guarded, session, set_json_option, worst
+from ._options import guarded, render_options, session, worst
 from ._output import Change
 from ._rendering import (
     Plan,
@@ -29,7 +29,6 @@ from ._rendering import (
     Request,
     build_outputs,
     plan_request,
-    render_options,
     render_plan,
 )
 
@@ -47,7 +46,6 @@ __all__ = ["render"]
     help="Output file (or folder, for a folder SOURCE). Default for a file: stdout.",
 )
 @render_options
-@set_json_option
 @click.option(
     "--dry-run",
     is_flag=True,
@@ -59,17 +57,10 @@ def render(
     source: Path,
     output: Path | None,
     config: Path | None,
-    vars_files: Sequence[str],
-    assignments: Sequence[str],
-    json_assignments: Sequence[str],
-    patterns: Sequence[str],
-    excludes: Sequence[str],
-    copies: Sequence[str],
-    mode: int,
-    on_missing: OnMissing | None,
     audit_log: str | None,
     verbose: int,
     dry_run: bool,
+    **request_options: Any,
 ) -> None:
     """Render SOURCE, a template or a folder of templates, with its secrets.
 
@@ -82,22 +73,11 @@ def render(
     """
     reporter = Reporter(verbose)
     stdin_text = sys.stdin.read() if str(source) == "-" else None
-    request = Request(
-        source=source,
-        output=output,
-        vars_files=tuple(vars_files),
-        assignments=tuple(assignments),
-        json_assignments=tuple(json_assignments),
-        patterns=tuple(patterns),
-        excludes=tuple(excludes),
-        copies=tuple(copies),
-        mode=mode,
-        on_missing=on_missing,
-        stdin_text=stdin_text,
-    )
+    request = Request.from_params(source, output, stdin_text, **request_options)
     plan = plan_request(request)
     if not plan.jobs and source.is_dir():
-        click.echo(f"warning: no file under {source} matches {', '.join(patterns)}", err=True)
+        patterns = ", ".join(request.patterns)
+        click.echo(f"warning: no file under {source} matches {patterns}", err=True)
 
     started = time.perf_counter()
     near = () if request.from_stdin else (source,)  # the config beside the templates
@@ -117,7 +97,7 @@ def render(
         )
         summary()
         raise click.exceptions.Exit(worst(codes))
-    write(plan, rendered, mode, reporter, dry_run=dry_run)
+    write(plan, rendered, request.mode, reporter, dry_run=dry_run)
     summary()
 
 

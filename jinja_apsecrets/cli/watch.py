@@ -44,23 +44,21 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..resolver import OnMissing, Resolver
+from ..resolver import Resolver
 from ._audit import Reporter
 from ._errors import EXIT_OK, EXIT_USAGE, UsageProblem, describe, exit_code
-from ._options import guarded, session, worst
+from ._options import guarded, render_options, session, worst
 from ._output import OutputError
 from ._rendering import (
     Request,
     build_outputs,
     plan_request,
-    render_options,
     render_plan,
     walk_tree,
 )
@@ -290,18 +288,12 @@ def watch(
     source: Path,
     output: Path,
     config: Path | None,
-    vars_files: Sequence[str],
-    assignments: Sequence[str],
-    patterns: Sequence[str],
-    excludes: Sequence[str],
-    copies: Sequence[str],
-    mode: int,
-    on_missing: OnMissing | None,
     audit_log: str | None,
     verbose: int,
     command: str | None,
     once: bool,
     interval: float | None,
+    **request_options: Any,
 ) -> None:
     """Render SOURCE like render, then keep OUTPUT current as secrets rotate.
 
@@ -318,17 +310,7 @@ def watch(
     signal, 2 for a usage or configuration error at start.
     """
     reporter = Reporter(verbose)
-    request = Request(
-        source=source,
-        output=output,
-        vars_files=tuple(vars_files),
-        assignments=tuple(assignments),
-        patterns=tuple(patterns),
-        excludes=tuple(excludes),
-        copies=tuple(copies),
-        mode=mode,
-        on_missing=on_missing,
-    )
+    request = Request.from_params(source, output, **request_options)
     plan_request(request)  # usage errors (a folder without -o, a link) end it now
 
     def log(line: str) -> None:
