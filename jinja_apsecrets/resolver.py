@@ -6,7 +6,9 @@ the policy allow-list before any network call, and reduced to the distinct
 secrets it names (many keys of one secret cost one fetch). The secrets are
 claimed in the TTL cache (:mod:`.cache`: hits, single-flight waits, claims),
 and the claims are fetched in rounds (:mod:`.fetching`). Connection checks
-live in :mod:`.checks`.
+live in :mod:`.checks`; the registry of connections, and how a configuration
+becomes them, in :mod:`.connections` (the resolver's connection methods are
+doors to it).
 
 Generations: :meth:`Resolver.generation` changes whenever cached secrets are
 invalidated, or the configuration or policy changes. Parse memos, claims and
@@ -29,10 +31,10 @@ from cachetools import LRUCache
 from .answers import Found, Located, Ref, about, answer
 from .cache import Claim, Key, Outcome, SecretCache
 from .checks import ConnectionChecks
+from .connections import OVERRIDABLE, Connections, load
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
-from .fetching import DEFAULT_CONCURRENCY, Connection, Fetcher
+from .fetching import Connection, Fetcher
 from .forksafe import track
-from .providers import get_provider_class
 from .providers.base import Provider
 from .twins import MaybeAwaitable, settle, then
 from .walk import collect, rebuild
@@ -43,6 +45,8 @@ log = logging.getLogger("jinja_apsecrets")
 
 OnMissing = Literal["error", "undefined", "keep"]
 ON_MISSING = ("error", "undefined", "keep")
+#: The configuration's settings whose change starts a new generation.
+_SETTINGS = ("ttl", "connection_ttl", "stale_if_error", "on_missing")
 
 
 class Resolver:
@@ -88,7 +92,7 @@ class Resolver:
         self.stale_if_error = float(stale_if_error)
         self.source: str | PathLike[str] | Mapping[str, Any] | None = None
         self.config_overrides: dict[str, Any] = {}
-        self._connections: dict[str, Connection] = {}
+        self._connections = Connections()
         self._init_runtime(float(connection_ttl))
         for name, provider in (connections or {}).items():
             if provider.name != name:
@@ -116,8 +120,7 @@ class Resolver:
         self._cache._after_fork()
         self._checks._after_fork()
         self._fetcher._after_fork()
-        for conn in self._connections.values():
-            conn._after_fork()
+        self._connections._after_fork()
 
     # -- settings ------------------------------------------------------------------
 
@@ -161,14 +164,9 @@ class Resolver:
     def from_config(
         cls, source: str | PathLike[str] | Mapping[str, Any], **kwargs: Any
     ) -> Resolver:
-        """Build a resolver from a YAML file or a mapping of the same shape."""
-        from .config import load_config
-
-        config = load_config(source)
-        # Keyword arguments win over the file, now and on reload().
-        for name in ("ttl", "connection_ttl", "stale_if_error", "policy", "on_missing"):
-            if name in kwargs:
-                setattr(config, name, kwargs[name])
+        """Build a resolver from a YAML file or a mapping of the same shape.
+        Keyword arguments win over the file, now and on :meth:`reload`."""
+        config = load(source, {k: v for k, v in kwargs.items() if k in OVERRIDABLE})
         resolver = cls(**{**config.resolver_options(), **kwargs})
         resolver.config_overrides = {k: v for k, v in kwargs.items() if hasattr(config, k)}
         resolver.source = source
@@ -183,41 +181,19 @@ class Resolver:
         Any change starts a new :meth:`generation`.
         """
         settings = (self.ttl, self.connection_ttl, self.stale_if_error, self.on_missing)
-        if settings != (
-            config.ttl,
-            config.connection_ttl,
-            config.stale_if_error,
-            config.on_missing,
-        ):
+        if settings != tuple(getattr(config, name) for name in _SETTINGS):
             self._cache.bump()  # what was rendered under the old settings is not reused
         self.ttl = config.ttl
         self.connection_ttl = config.connection_ttl
         self.stale_if_error = self._cache.stale_if_error = config.stale_if_error
         self.policy = config.policy
         self.on_missing = config.on_missing
-        wanted = config.connections
-        for name in list(self._connections):
-            if name not in wanted:
-                self.remove_connection(name)
-        for name, spec in wanted.items():
-            current = self._connections.get(name)
-            if current is not None and current.spec == spec:
-                continue
-            provider = get_provider_class(spec.provider)(name, spec.options)
-            self.add_connection(
-                provider, ttl=spec.ttl, concurrency=spec.concurrency, spec=spec, replace=True
-            )
+        self._connections.sync(config.connections, self.ttl, self.invalidate)
 
     def reload(self) -> None:
         """Read the configuration source again and apply what changed."""
-        if self.source is None:
-            return
-        from .config import load_config
-
-        config = load_config(self.source)
-        for name, value in self.config_overrides.items():
-            setattr(config, name, value)
-        self.configure(config)
+        if self.source is not None:
+            self.configure(load(self.source, self.config_overrides))
 
     def add_connection(
         self,
@@ -229,37 +205,27 @@ class Resolver:
         replace: bool = False,
     ) -> None:
         """Add (or with ``replace``, swap in) a connection for ``provider``."""
-        name = provider.name
-        if name in self._connections and not replace:
-            raise SecretValidationError(f"connection {name!r} is already configured")
-        if ttl is None:
-            ttl = provider.default_ttl if provider.default_ttl is not None else self.ttl
-        conn = Connection(provider, float(ttl), int(concurrency or DEFAULT_CONCURRENCY), spec)
-        old = self._connections.get(name)
-        self._connections[name] = conn
-        if old is not None:
-            old.provider.close()
-            self.invalidate(name)
+        if self._connections.add(
+            provider,
+            default_ttl=self.ttl,
+            ttl=ttl,
+            concurrency=concurrency,
+            spec=spec,
+            replace=replace,
+        ):
+            self.invalidate(provider.name)
 
     def remove_connection(self, name: str) -> None:
-        conn = self._connections.pop(name, None)
-        if conn is not None:
-            conn.provider.close()
+        if self._connections.remove(name):
             self.invalidate(name)
 
     @property
     def connections(self) -> Mapping[str, Provider]:
         """The configured providers by connection name (read-only view)."""
-        return {name: c.provider for name, c in self._connections.items()}
+        return self._connections.providers()
 
     def connection(self, name: str) -> Connection:
-        try:
-            return self._connections[name]
-        except KeyError:
-            known = ", ".join(sorted(self._connections)) or "none configured"
-            raise SecretValidationError(
-                f"Unknown connection {name!r}; configured connections: {known}", provider=name
-            ) from None
+        return self._connections.get(name)
 
     def invalidate(self, connection: str | None = None) -> None:
         """Forget cached secrets and checks of one connection, or of all.
@@ -320,7 +286,7 @@ class Resolver:
         """The references whose connection is known and keeps values (ttl > 0)."""
         out = []
         for ref in refs:
-            conn = self._connections.get(ref[0])
+            conn = self._connections.find(ref[0])
             if conn is not None and conn.ttl > 0:
                 out.append(ref)
         return out
@@ -483,8 +449,7 @@ class Resolver:
     def close(self) -> None:
         """Shut the thread pool down and close provider clients."""
         self._fetcher.close()
-        for conn in self._connections.values():
-            conn.provider.close()
+        self._connections.close()
 
     def __enter__(self) -> Resolver:
         return self
@@ -493,7 +458,7 @@ class Resolver:
         self.close()
 
     def __repr__(self) -> str:
-        names = ", ".join(sorted(self._connections))
+        names = ", ".join(self._connections.names())
         return f"<Resolver connections=[{names}] cached={len(self._cache)}>"
 
     def __getstate__(self) -> dict[str, Any]:
@@ -503,20 +468,12 @@ class Resolver:
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
         state["_policy"] = self._policy
         state["connection_ttl"] = self.connection_ttl
-        state["_connections"] = {
-            name: (c.provider, c.ttl, c.concurrency, c.spec)
-            for name, c in self._connections.items()
-        }
+        state["_connections"] = self._connections  # providers and their settings
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        connections = state.pop("_connections")
         connection_ttl = state.pop("connection_ttl")
         self.__dict__.update(state)
-        self._connections = {
-            name: Connection(provider, ttl, concurrency, spec)
-            for name, (provider, ttl, concurrency, spec) in connections.items()
-        }
         self._init_runtime(connection_ttl)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,37 @@ class TestLoad:
         write(tmp_path, "connections:\n  local: {provider: file, path: b.yaml}\n")
         resolver.reload()
         assert resolver.get("local", "s:k") == "two"
+
+    def test_reload_keeps_unchanged_connections_and_drops_the_rest(self, tmp_path: Path) -> None:
+        for name in ("a", "b", "c"):
+            (tmp_path / f"{name}.yaml").write_text(f"s: {{k: {name}}}\n")
+        path = write(
+            tmp_path,
+            "connections:\n  keep: {provider: file, path: a.yaml}\n"
+            "  change: {provider: file, path: a.yaml}\n  gone: {provider: file, path: a.yaml}\n",
+        )
+        resolver = Resolver.from_config(path)
+        kept = resolver.connections["keep"]
+        write(
+            tmp_path,
+            "connections:\n  keep: {provider: file, path: a.yaml}\n"
+            "  change: {provider: file, path: b.yaml}\n",
+        )
+        resolver.reload()
+        assert resolver.connections["keep"] is kept
+        assert set(resolver.connections) == {"keep", "change"}
+        assert resolver.get("change", "s:k") == "b"
+
+    def test_kwargs_win_over_the_file_on_reload(self, tmp_path: Path) -> None:
+        path = write(tmp_path, "cache: {ttl: 60}\nconnections: {env: null}\n")
+        resolver = Resolver.from_config(path, ttl=5)
+        write(tmp_path, "cache: {ttl: 90}\nconnections: {env: null}\n")
+        resolver.reload()
+        assert resolver.ttl == 5
+
+    def test_a_resolver_without_connections_pickles(self) -> None:
+        clone = pickle.loads(pickle.dumps(Resolver()))
+        assert dict(clone.connections) == {}
 
 
 class TestInterpolation:

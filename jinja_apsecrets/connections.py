@@ -1,0 +1,160 @@
+"""The named connections of a resolver, and the configuration they come from.
+
+A :class:`Connections` registry maps connection names to
+:class:`~.fetching.Connection` (a provider with its cache TTL, its fetch
+concurrency and the config spec it was built from). It adds, replaces and
+removes connections (closing the providers it lets go), makes itself match a
+new configuration while keeping the connections whose spec did not change
+(their clients and cached secrets stay), rebuilds provider clients after a
+fork and pickles as providers with their settings (a provider pickles as its
+options: no client, no value).
+
+The registry holds no cache: whenever it lets a connection go, it says so
+(``add`` and ``remove`` return whether one went; :meth:`Connections.sync`
+calls ``dropped`` at once for each), and the owner forgets what was cached
+under that name. :class:`~.resolver.Resolver` composes one and keeps its
+public methods (``add_connection``, ``configure``, ...) as thin doors to it.
+
+:func:`load` reads a configuration with the keyword overrides of
+``Resolver.from_config`` applied: they win over the file when the resolver is
+built and on every ``reload()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, ValuesView
+from os import PathLike
+from typing import Any
+
+from .errors import SecretValidationError
+from .fetching import DEFAULT_CONCURRENCY, Connection
+from .providers import get_provider_class
+from .providers.base import Provider
+
+__all__ = ["OVERRIDABLE", "Connections", "load"]
+
+#: The settings of a configuration file that ``from_config`` keywords override.
+OVERRIDABLE = ("ttl", "connection_ttl", "stale_if_error", "policy", "on_missing")
+
+Source = str | PathLike[str] | Mapping[str, Any]
+
+
+def load(source: Source, overrides: Mapping[str, Any]) -> Any:
+    """The :class:`~.config.Config` of ``source`` with ``overrides`` set on it."""
+    from .config import load_config  # config imports the providers' registry: lazily
+
+    config = load_config(source)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+class Connections:
+    """Connection name -> :class:`~.fetching.Connection` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Connection] = {}
+
+    def add(
+        self,
+        provider: Provider,
+        *,
+        default_ttl: float,
+        ttl: float | None = None,
+        concurrency: int | None = None,
+        spec: Any = None,
+        replace: bool = False,
+    ) -> bool:
+        """Add (or with ``replace``, swap in) a connection for ``provider``.
+        ``ttl`` defaults to the provider's own default, then ``default_ttl``.
+        True if a connection was replaced (its provider is closed)."""
+        name = provider.name
+        if name in self._by_name and not replace:
+            raise SecretValidationError(f"connection {name!r} is already configured")
+        if ttl is None:
+            ttl = provider.default_ttl if provider.default_ttl is not None else default_ttl
+        conn = Connection(provider, float(ttl), int(concurrency or DEFAULT_CONCURRENCY), spec)
+        old = self._by_name.get(name)
+        self._by_name[name] = conn
+        if old is not None:
+            old.provider.close()
+        return old is not None
+
+    def remove(self, name: str) -> bool:
+        """Remove (and close) connection ``name``; True if there was one."""
+        conn = self._by_name.pop(name, None)
+        if conn is not None:
+            conn.provider.close()
+        return conn is not None
+
+    def sync(
+        self, wanted: Mapping[str, Any], default_ttl: float, dropped: Callable[[str], None]
+    ) -> None:
+        """Match the specs ``wanted`` (a config's ``connections``): removed and
+        changed connections are closed, and ``dropped`` is called for each at
+        once (so a failure half-way leaves nothing stale behind); unchanged
+        ones are kept as they are."""
+        for name in list(self._by_name):
+            if name not in wanted and self.remove(name):
+                dropped(name)
+        for name, spec in wanted.items():
+            current = self._by_name.get(name)
+            if current is not None and current.spec == spec:
+                continue
+            provider = get_provider_class(spec.provider)(name, spec.options)
+            replaced = self.add(
+                provider,
+                default_ttl=default_ttl,
+                ttl=spec.ttl,
+                concurrency=spec.concurrency,
+                spec=spec,
+                replace=True,
+            )
+            if replaced:
+                dropped(name)
+
+    def get(self, name: str) -> Connection:
+        """Connection ``name``; an unknown name is a :class:`SecretValidationError`."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(sorted(self._by_name)) or "none configured"
+            raise SecretValidationError(
+                f"Unknown connection {name!r}; configured connections: {known}", provider=name
+            ) from None
+
+    def find(self, name: str) -> Connection | None:
+        return self._by_name.get(name)
+
+    def values(self) -> ValuesView[Connection]:
+        return self._by_name.values()
+
+    def providers(self) -> dict[str, Provider]:
+        return {name: c.provider for name, c in self._by_name.items()}
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def close(self) -> None:
+        for conn in self._by_name.values():
+            conn.provider.close()
+
+    def _after_fork(self) -> None:
+        """In a forked child: every provider builds its own client."""
+        for conn in self._by_name.values():
+            conn._after_fork()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Never empty (pickle skips __setstate__ for a falsy state).
+        return {
+            "connections": {
+                name: (c.provider, c.ttl, c.concurrency, c.spec)
+                for name, c in self._by_name.items()
+            }
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._by_name = {
+            name: Connection(provider, ttl, concurrency, spec)
+            for name, (provider, ttl, concurrency, spec) in state["connections"].items()
+        }
