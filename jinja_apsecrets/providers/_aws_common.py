@@ -32,7 +32,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import SecretsError, SecretValidationError
+from ..errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .base import Failure, Field, Provider, failure_for_status
 
 if TYPE_CHECKING:
@@ -214,6 +214,11 @@ class AwsBase(Provider):
     #: The service as messages name it.
     service_title: ClassVar[str]
     fields: ClassVar[Mapping[str, Field]] = AWS_FIELDS
+    #: The connection test: a cheap read the IAM policy grants, as AWS names
+    #: it and as boto3 does (``("ListSecrets", "list_secrets")``), and the
+    #: hint for when it is denied.
+    check_call: ClassVar[tuple[str, str]]
+    check_hint: ClassVar[str]
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(name, options)
@@ -325,6 +330,26 @@ class AwsBase(Provider):
             client, self._client = self._client, None
         if client is not None:
             client.close()
+
+    # -- connection ----------------------------------------------------------------
+
+    def check(self) -> None:
+        """:attr:`check_call` with MaxResults=1. Raises
+        :class:`SecretConnectionError` with a hint."""
+        action, method = self.check_call
+        try:
+            with self.calling(action):
+                getattr(self.client, method)(MaxResults=1)
+        except SecretNotFoundError as exc:
+            # Answered, but refused: as a connection test, a failure.
+            denied = "Access denied" in exc.message
+            raise self.failure(
+                Failure.CREDENTIALS if denied else Failure.UNAVAILABLE,
+                f"Access denied to {self.service}:{action}"
+                if denied
+                else f"{self.service_title} refused {action}: {exc.message}",
+                hint=self.check_hint if denied else HINT_REGION,
+            ) from None
 
     # -- where ---------------------------------------------------------------------
 

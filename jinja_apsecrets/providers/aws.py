@@ -81,6 +81,9 @@ class AwsProvider(AwsBase):
     max_batch = BATCH_SIZE
     path_format = _FORMAT
     troubleshooting = (HINT_CREDENTIALS, _HINT_LIST, HINT_REGION)
+    # One of the two calls the spec's IAM policy grants.
+    check_call = ("ListSecrets", "list_secrets")
+    check_hint = _HINT_LIST
     denied_advice = "the IAM policy must grant secretsmanager:GetSecretValue on it"
 
     def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
@@ -236,25 +239,6 @@ class AwsProvider(AwsBase):
             return exc
         self.note_arn(entry.get("ARN"))
         return _document(sid, entry)
-
-    # -- connection --------------------------------------------------------------
-
-    def check(self) -> None:
-        """ListSecrets with MaxResults=1, one of the two calls the spec's IAM
-        policy grants. Raises :class:`SecretConnectionError` with a hint."""
-        try:
-            with self.calling("ListSecrets"):
-                self.client.list_secrets(MaxResults=1)
-        except SecretNotFoundError as exc:
-            # Answered, but refused: as a connection test, a failure.
-            denied = "Access denied" in exc.message
-            raise self.failure(
-                Failure.CREDENTIALS if denied else Failure.UNAVAILABLE,
-                "Access denied to secretsmanager:ListSecrets"
-                if denied
-                else f"{self.service_title} refused ListSecrets: {exc.message}",
-                hint=_HINT_LIST if denied else HINT_REGION,
-            ) from None
 
 
 # -- responses -----------------------------------------------------------------

@@ -68,6 +68,8 @@ class ParameterStoreProvider(AwsBase):
     max_batch = BATCH_SIZE
     path_format = _FORMAT
     troubleshooting = (HINT_CREDENTIALS, _HINT_DESCRIBE, HINT_REGION)
+    check_call = ("DescribeParameters", "describe_parameters")
+    check_hint = _HINT_DESCRIBE
     denied_advice = "the IAM policy must grant ssm:GetParameters on it"
     noun = "Parameter"
 
@@ -174,24 +176,6 @@ class ParameterStoreProvider(AwsBase):
         # Missing names come back in InvalidParameters, a missing version may
         # too: either way the service answered that it is not there.
         return self.failure(Failure.ABSENT, f"{what} not found {self.where()}")
-
-    # -- connection --------------------------------------------------------------
-
-    def check(self) -> None:
-        """DescribeParameters with MaxResults=1. Raises
-        :class:`SecretConnectionError` with a hint."""
-        try:
-            with self.calling("DescribeParameters"):
-                self.client.describe_parameters(MaxResults=1)
-        except SecretNotFoundError as exc:
-            denied = "Access denied" in exc.message
-            raise self.failure(
-                Failure.CREDENTIALS if denied else Failure.UNAVAILABLE,
-                "Access denied to ssm:DescribeParameters"
-                if denied
-                else f"{self.service_title} refused DescribeParameters: {exc.message}",
-                hint=_HINT_DESCRIBE if denied else HINT_REGION,
-            ) from None
 
 
 def _name_problem(name: str) -> str | None:
