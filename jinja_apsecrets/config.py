@@ -519,14 +519,7 @@ def _connection(expansion: _Expansion, base: Path | None, name: str, raw: Any) -
             raise _fail(origin, f"{where}.concurrency", "expected at least 1")
     options = {str(k): v for k, v in raw.items() if k not in _COMMON_FIELDS}
     # Field names first: nothing is expanded or decrypted for a misspelled field.
-    misspelled = sorted(set(options) - set(cls.fields))
-    if misspelled:
-        known = ", ".join(sorted(cls.fields)) or "none"
-        raise SecretValidationError(
-            f"{origin}: {where}: unknown field(s) {', '.join(misspelled)} for provider "
-            f"{cls.id!r}; known fields: {known}",
-            provider=name,
-        )
+    cls.check_field_names(name, options, f"{origin}: {where}")
     options = {k: expansion.value(f"{where}.{k}", v) for k, v in options.items()}
     options = {k: (None if v == "" else v) for k, v in options.items()}
     for key, spec in cls.fields.items():

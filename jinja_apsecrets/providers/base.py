@@ -34,7 +34,7 @@ import abc
 import asyncio
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
 
@@ -202,17 +202,23 @@ class Provider(abc.ABC):
     # -- configuration -----------------------------------------------------------
 
     @classmethod
-    def validate_options(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Check options against :attr:`fields`; fill defaults. Raises VALIDATION."""
-        out: dict[str, Any] = {}
+    def check_field_names(cls, name: str, options: Iterable[str], where: str) -> None:
+        """Raise VALIDATION (message starting with ``where``) if an option
+        name is not one of :attr:`fields`, listing the known ones."""
         unknown = sorted(set(options) - set(cls.fields))
         if unknown:
             known = ", ".join(sorted(cls.fields)) or "none"
             raise SecretValidationError(
-                f"connections.{name}: unknown field(s) {', '.join(unknown)} for provider "
+                f"{where}: unknown field(s) {', '.join(unknown)} for provider "
                 f"{cls.id!r}; known fields: {known}",
                 provider=name,
             )
+
+    @classmethod
+    def validate_options(cls, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Check options against :attr:`fields`; fill defaults. Raises VALIDATION."""
+        out: dict[str, Any] = {}
+        cls.check_field_names(name, options, f"connections.{name}")
         for key, spec in cls.fields.items():
             value = options.get(key)
             if value is None or (value == "" and spec.type is not str):
