@@ -15,7 +15,6 @@ cleared when the command's context closes, so no value outlives the run.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,7 +49,6 @@ __all__ = [
     "load_resolver",
     "mode_option",
     "on_missing_option",
-    "parse_json_assignments",
     "pass_run",
     "pattern_option",
     "pattern_option_for",
@@ -187,23 +185,23 @@ def _mode(ctx: click.Context, param: click.Parameter, value: str) -> int:
         raise click.BadParameter(str(exc)) from None
 
 
+def _config_option(where: str) -> Callable[[F], F]:
+    """``-c``; ``where``: the places looked in after ``$APSECRETS_CONFIG``."""
+    return click.option(
+        "-c",
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=f"Config file (default: $APSECRETS_CONFIG, then {where}). -v says which file is used.",
+    )
+
+
 #: ``-c`` for commands that take templates (the config is looked for beside them).
-config_option = click.option(
-    "-c",
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (default: $APSECRETS_CONFIG, then apsecrets.yaml beside the "
-    "templates or in a folder above them up to the repository root, then "
-    "./apsecrets.yaml). -v says which file is used.",
+config_option = _config_option(
+    "apsecrets.yaml beside the templates or in a folder above them up to the "
+    "repository root, then ./apsecrets.yaml"
 )
 #: ``-c`` for commands without templates (check, resolve).
-plain_config_option = click.option(
-    "-c",
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file (default: $APSECRETS_CONFIG, then ./apsecrets.yaml). "
-    "-v says which file is used.",
-)
+plain_config_option = _config_option("./apsecrets.yaml")
 verbose_option = click.option(
     "-v",
     "--verbose",
@@ -258,47 +256,26 @@ exclude_option = click.option(
     metavar="GLOB",
     help="Leave out files and folders of a tree matching GLOB (repeatable), e.g. partials.",
 )
-vars_option = click.option(
-    "--vars",
-    "vars_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="YAML or JSON file of template variables (repeatable; later files win, "
-    "mappings merge). References anywhere in it are resolved.",
+
+
+def _vars_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--vars",
+        "vars_files",
+        multiple=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help=help_text,
+    )
+
+
+vars_option = _vars_option(
+    "YAML or JSON file of template variables (repeatable; later files win, "
+    "mappings merge). References anywhere in it are resolved."
 )
 #: ``--vars`` for ``refs``: the files are checked, not resolved.
-lint_vars_option = click.option(
-    "--vars",
-    "vars_files",
-    multiple=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="A YAML or JSON vars file whose references are checked too (repeatable).",
+lint_vars_option = _vars_option(
+    "A YAML or JSON vars file whose references are checked too (repeatable)."
 )
-
-
-def parse_json_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """``--set-json`` items as one nested mapping (``a.b=1`` -> ``{"a": {"b": 1}}``).
-    A malformed item is a :class:`UsageProblem` (exit 2) that never echoes the value."""
-    from ._rendering import merge
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, eq, text = item.partition("=")
-        parts = key.split(".")
-        if not eq or not all(p.strip() for p in parts):
-            raise UsageProblem(f"--set-json {key!r}: expected KEY=JSON (KEY may be a.b.c)")
-        try:
-            value: Any = json.loads(text)
-        except ValueError as exc:
-            # Position only: the text may be a value typed by mistake.
-            raise UsageProblem(
-                f"--set-json {key}: the value is not JSON (column {getattr(exc, 'colno', '?')}); "
-                "strings need quotes (--set-json 'name=\"text\"') or --set"
-            ) from None
-        for part in reversed(parts[1:]):
-            value = {part: value}
-        out = merge(out, {parts[0]: value})
-    return out
 
 
 set_json_option = click.option(

@@ -41,7 +41,6 @@ from ..undefined import SecretText
 from ..walk import collect, rebuild
 from ._audit import Reporter
 from ._errors import UsageProblem
-from ._options import parse_json_assignments
 from ._output import OutputSet, refuse_links
 
 __all__ = [
@@ -58,6 +57,7 @@ __all__ = [
     "merge",
     "output_name",
     "parse_assignments",
+    "parse_json_assignments",
     "plan_file",
     "plan_request",
     "plan_tree",
@@ -294,12 +294,39 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     Values are strings, as written (a vars file gives other types)."""
     out: dict[str, Any] = {}
     for item in items:
-        key, eq, value = item.partition("=")
-        parts = key.split(".")
-        if not eq or not all(p.strip() for p in parts):
+        key, parts, value = _assignment(item)
+        if not parts:
             raise SecretValidationError(f"--set {key!r}: expected key=value (key may be a.b.c)")
         out = merge(out, _nest(parts, value))
     return out
+
+
+def parse_json_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``--set-json`` items as one nested mapping (``a.b=1`` -> ``{"a": {"b": 1}}``).
+    A malformed item is a :class:`UsageProblem` (exit 2) that never echoes the value."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, parts, text = _assignment(item)
+        if not parts:
+            raise UsageProblem(f"--set-json {key!r}: expected KEY=JSON (KEY may be a.b.c)")
+        try:
+            value: Any = json.loads(text)
+        except ValueError as exc:
+            # Position only: the text may be a value typed by mistake.
+            raise UsageProblem(
+                f"--set-json {key}: the value is not JSON (column {getattr(exc, 'colno', '?')}); "
+                "strings need quotes (--set-json 'name=\"text\"') or --set"
+            ) from None
+        out = merge(out, _nest(parts, value))
+    return out
+
+
+def _assignment(item: str) -> tuple[str, list[str], str]:
+    """``a.b=text`` as ``("a.b", ["a", "b"], "text")``; the parts are empty if
+    ``item`` is malformed (no ``=``, or an empty part of the key)."""
+    key, eq, text = item.partition("=")
+    parts = key.split(".")
+    return key, parts if eq and all(p.strip() for p in parts) else [], text
 
 
 def _nest(parts: Sequence[str], value: Any) -> dict[str, Any]:
