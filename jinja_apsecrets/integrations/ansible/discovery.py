@@ -24,12 +24,30 @@ from jinja2 import Environment
 
 from ...reference import SEPARATOR, TemplateScanner, find_references, parse_bare
 
-__all__ = ["LOOKUP_NAMES", "lookup_terms", "refs_in_data", "refs_in_template", "refs_in_text"]
+__all__ = [
+    "LOOKUP_NAMES",
+    "TEMPLATE_DELIMITERS",
+    "lookup_terms",
+    "refs_in_data",
+    "refs_in_template",
+    "refs_in_text",
+]
 
 Ref = tuple[str, str]
 
 #: Names the collection's lookup answers to in a playbook.
 LOOKUP_NAMES = ("apsecrets.core.secret", "apsecret")
+
+#: The template task's arguments that change Jinja's delimiters (the action
+#: renders with them, the prefetch callback reads templates with them).
+TEMPLATE_DELIMITERS = (
+    "block_start_string",
+    "block_end_string",
+    "variable_start_string",
+    "variable_end_string",
+    "comment_start_string",
+    "comment_end_string",
+)
 
 _STRING = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
 _CALL = re.compile(

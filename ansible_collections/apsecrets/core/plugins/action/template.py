@@ -34,6 +34,7 @@ from ansible.utils.display import Display
 
 from ansible_collections.apsecrets.core.plugins.plugin_utils import common, registry
 from jinja_apsecrets import SecretsError, find_references
+from jinja_apsecrets.integrations.ansible.discovery import TEMPLATE_DELIMITERS
 from jinja_apsecrets.integrations.ansible.masking import (
     MaskedSource,
     before_view,
@@ -51,14 +52,6 @@ except ImportError:  # earlier: every string is
 
 display = Display()
 PREFIX = "apsecrets.core.template"
-_DELIMITERS = (
-    "block_start_string",
-    "block_end_string",
-    "variable_start_string",
-    "variable_end_string",
-    "comment_start_string",
-    "comment_end_string",
-)
 
 
 class _Render:
@@ -71,9 +64,9 @@ class _Render:
         self.values: dict[int, str] = {}
 
 
-class _TemplarHook:
-    """Stands in for the action's templar until the builtin asks it for the
-    templar that renders the file; from then on the real one is back."""
+class _Hook:
+    """A templar's stand-in: everything but the methods a subclass defines
+    goes to the real templar, attribute writes included."""
 
     def __init__(self, action: ActionModule, real: Any) -> None:
         object.__setattr__(self, "_action", action)
@@ -84,24 +77,19 @@ class _TemplarHook:
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._real, name, value)
+
+
+class _TemplarHook(_Hook):
+    """Stands in for the action's templar until the builtin asks it for the
+    templar that renders the file; from then on the real one is back."""
 
     def copy_with_new_env(self, *args: Any, **kwargs: Any) -> Any:
         self._action._templar = self._real
         return _RenderHook(self._action, self._real.copy_with_new_env(*args, **kwargs))
 
 
-class _RenderHook:
+class _RenderHook(_Hook):
     """The render templar; its first template call is the file's source."""
-
-    def __init__(self, action: ActionModule, real: Any) -> None:
-        object.__setattr__(self, "_action", action)
-        object.__setattr__(self, "_real", real)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._real, name, value)
 
     def template(self, data: Any, *args: Any, **kwargs: Any) -> Any:  # ansible-core 2.19+
         return self._action._render_source(self._real.template, data, args, kwargs)
@@ -156,7 +144,7 @@ class ActionModule(BuiltinTemplate):
         state.done = True
         overrides = kwargs.get("overrides") or {}
         env = jinja2.Environment(
-            **{k: overrides[k] for k in _DELIMITERS if overrides.get(k)}  # type: ignore[arg-type]
+            **{k: overrides[k] for k in TEMPLATE_DELIMITERS if overrides.get(k)}  # type: ignore[arg-type]
         )
         src = self._task.args.get("src")
         try:

@@ -51,6 +51,7 @@ from ansible_collections.apsecrets.core.plugins.plugin_utils import registry
 from jinja_apsecrets import SecretsError
 from jinja_apsecrets.integrations.ansible.config import CONFIG_VARIABLE, find_config
 from jinja_apsecrets.integrations.ansible.discovery import (
+    TEMPLATE_DELIMITERS,
     refs_in_data,
     refs_in_template,
 )
@@ -59,14 +60,6 @@ display = Display()
 NAME = "apsecrets.core.prefetch"
 TEMPLATE_ACTIONS = ("apsecrets.core.template",)
 MAX_TEMPLATE_BYTES = 1 << 20
-_DELIMITERS = (
-    "block_start_string",
-    "block_end_string",
-    "variable_start_string",
-    "variable_end_string",
-    "comment_start_string",
-    "comment_end_string",
-)
 
 
 class CallbackModule(CallbackBase):
@@ -155,7 +148,7 @@ class CallbackModule(CallbackBase):
         except Exception:
             return  # the task will say why
         env = jinja2.Environment(
-            **{k: str(args[k]) for k in _DELIMITERS if isinstance(args.get(k), str)}  # type: ignore[arg-type]
+            **{k: str(args[k]) for k in TEMPLATE_DELIMITERS if isinstance(args.get(k), str)}  # type: ignore[arg-type]
         )
         source = _read(path)
         if source is not None:
