@@ -18,7 +18,6 @@ requested after a change is answered from before it.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -35,13 +34,12 @@ from .connections import OVERRIDABLE, Connections, load
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .fetching import Connection, Fetcher
 from .forksafe import track
+from .hooks import tell
 from .providers.base import Provider
 from .twins import MaybeAwaitable, settle, then
 from .walk import collect, rebuild
 
 __all__ = ["Located", "OnMissing", "Ref", "Resolver"]
-
-log = logging.getLogger("jinja_apsecrets")
 
 OnMissing = Literal["error", "undefined", "keep"]
 ON_MISSING = ("error", "undefined", "keep")
@@ -346,36 +344,10 @@ class Resolver:
         template: str | None,
     ) -> Found:
         """The lookup's answer (see :func:`.answers.answer`), with the hooks
-        told: ``on_value`` each value, ``audit`` each reference."""
+        told (see :func:`.hooks.tell`)."""
         found = answer(located, outcomes, self.timer())
-        if self.on_value is not None:
-            for value, _ in found.values():
-                if isinstance(value, str):
-                    self.on_value(value)
-        if self.audit is not None:
-            for ref, (value, _) in found.items():
-                result = located[ref]
-                hit = not isinstance(result, SecretsError) and (
-                    (result[0].provider.name, result[1].secret) in claim.hits
-                )
-                self._audit(ref, value, hit, template)
+        tell(found, located, claim.hits, template, on_value=self.on_value, audit=self.audit)
         return found
-
-    def _audit(self, ref: Ref, value: str | SecretsError, hit: bool, template: str | None) -> None:
-        assert self.audit is not None
-        outcome = value.code if isinstance(value, SecretsError) else "ok"
-        record = {
-            "time": time.time(),
-            "template": template,
-            "connection": ref[0],
-            "path": ref[1],
-            "cache": "hit" if hit else "miss",
-            "outcome": outcome,
-        }
-        try:
-            self.audit(record)
-        except Exception:  # an audit sink must not break rendering
-            log.exception("audit hook failed")
 
     def get_many(self, refs: Iterable[Ref]) -> dict[Ref, str | SecretsError]:
         """Resolve many references together; each maps to its value or its error."""

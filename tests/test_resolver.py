@@ -339,6 +339,30 @@ class TestOnValue:
         assert copy.on_value.__self__.redact("x plain-Secret-3") == "x <redacted>"
 
 
+class TestAudit:
+    def test_one_record_per_reference_hit_or_miss_never_a_value(self, mem: Any, clock: Any) -> None:
+        records: list[dict[str, Any]] = []
+        r = Resolver({"mem": mem}, timer=clock, audit=records.append)
+        r.lookup([("mem", "prod/db:password"), ("mem", "gone:x")], template="t.j2")
+        r.get("mem", "prod/db:password")
+        assert [(x["template"], x["path"], x["cache"], x["outcome"]) for x in records] == [
+            ("t.j2", "prod/db:password", "miss", "ok"),
+            ("t.j2", "gone:x", "miss", "SECRET_MANAGER_GET_SECRET_FAILED"),
+            (None, "prod/db:password", "hit", "ok"),
+        ]
+        assert PW not in repr(records)
+
+    def test_a_failing_sink_does_not_break_the_lookup(
+        self, mem: Any, clock: Any, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def broken(record: dict[str, Any]) -> None:
+            raise RuntimeError("sink down")
+
+        r = Resolver({"mem": mem}, timer=clock, audit=broken)
+        assert r.get("mem", "prod/db:password") == PW
+        assert "audit hook failed" in caplog.text
+
+
 class TestMemos:
     def test_parse_memo_is_lru_bounded(self, mem: Any, clock: Any) -> None:
         r = Resolver({"mem": mem}, timer=clock, maxsize=3)
