@@ -441,6 +441,11 @@ def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
             if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
                 return entry[2]
         return secret(context, *args)
+    env = context.environment
+    if env.sandboxed:
+        # What Jinja compiles a call to in a sandbox: its safety check first
+        # (an unsafe callable bound to the name ``secret`` is refused there too).
+        return env.call(context, fn, *args, **kwargs)  # type: ignore[attr-defined]
     return context.call(fn, *args, **kwargs)
 
 
