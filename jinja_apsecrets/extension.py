@@ -61,10 +61,12 @@ from .functions import (
 from .prefetch import (
     CALL_FILTER,
     MARK,
+    PREFETCH_FILTER,
     PREFETCH_TAG,
     RUN_TAG,
     RUN_TOKEN,
     SCOPE_TOKEN,
+    VALUE_FILTER,
     PlannedRun,
     Scope,
     collect_static_refs,
@@ -79,10 +81,9 @@ __all__ = ["SecretsExtension"]
 
 log = logging.getLogger("jinja_apsecrets")
 
-# Internal filters the compiled code calls: a filter is called directly, where
-# a global function goes through Context.call on every call.
-PREFETCH_FILTER = "__apsecrets_prefetch__"
-VALUE_FILTER = "__apsecrets_value__"
+# Internal filters the compiled code calls (PREFETCH_FILTER, VALUE_FILTER,
+# CALL_FILTER, named in prefetch): a filter is called directly, where a global
+# function goes through Context.call on every call.
 
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 

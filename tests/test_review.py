@@ -34,16 +34,10 @@ class TestSandboxCalls:
     """A call written ``secret(...)`` is compiled through the extension's call
     filter; in a sandbox it must still pass the sandbox's callable check."""
 
-    @pytest.mark.parametrize(
-        "source",
-        [
-            "{% set secret = o.delete %}{{ secret('a', 'b') }}",
-            "{{ o.delete | __apsecrets_call__('a', 'b') }}",
-        ],
-    )
-    def test_unsafe_callable_is_refused(self, make_env: MakeEnv, source: str) -> None:
+    def test_unsafe_callable_is_refused(self, make_env: MakeEnv) -> None:
         env = make_env(SandboxedEnvironment)
         model = _Model()
+        source = "{% set secret = o.delete %}{{ secret('a', 'b') }}"
         with pytest.raises(SecurityError):
             env.from_string(source).render(o=model)
         assert not model.deleted
@@ -59,3 +53,35 @@ class TestSandboxCalls:
             f=lambda a, b: a + b
         )
         assert out == "ab"
+
+
+class TestInternalFilters:
+    """The filters the compiled code calls cannot be written in a template: by
+    hand, the call filter skipped the sandbox, and the prefetch filter stored
+    runs the template chose under any cache key (another template's output)."""
+
+    @pytest.mark.parametrize(
+        "source",
+        [
+            "{{ o.delete | __apsecrets_call__('a', 'b') }}",
+            "{{ 'k' | __apsecrets_prefetch__(none, false, ('', (), (), ())) }}",
+            "{% filter __apsecrets_prefetch__(none, false, ('', (), (), ())) %}k{% endfilter %}",
+            "{{ 1 | __apsecrets_value__ }}",
+        ],
+    )
+    @pytest.mark.parametrize("cls", [jinja2.Environment, SandboxedEnvironment])
+    def test_refused_at_compile_time(
+        self, make_env: MakeEnv, source: str, cls: type[jinja2.Environment]
+    ) -> None:
+        env = make_env(cls)
+        model = _Model()
+        with pytest.raises(jinja2.TemplateSyntaxError, match="internal to jinja_apsecrets"):
+            env.from_string(source).render(o=model)
+        assert not model.deleted
+
+    def test_compiled_calls_still_work(self, make_env: MakeEnv) -> None:
+        env = make_env(SandboxedEnvironment)
+        out = env.from_string(
+            "<<mem|ap_sep_v1|prod/db:username>> {{ secret('mem', 'prod/db:username') }}"
+        ).render()
+        assert out == "admin admin"
