@@ -17,7 +17,11 @@ piece of a value are returned unchanged, so ``can only concatenate str (not
 A value spread out by a one-character separator (``value | join("-")``) is
 caught too: the same windows are looked for in every second character. What
 this does not catch: a value spread wider, encoded (base64, hex) or cut into
-pieces of fewer than 4 characters. Callers that show
+pieces of fewer than 4 characters. Base64 is caught too (the library's own
+``b64encode`` filter makes it, and ``{{ d[secret(..) | b64encode] }}`` quotes it):
+each value's base64 text is remembered as well, standard and URL-safe, at the
+three alignments a value can have inside a longer encoded text, keeping only
+the characters that depend on the value alone. Callers that show
 an error to people who must not see values should still prefer messages built
 from names and paths (as :class:`~jinja_apsecrets.errors.SecretsError` is).
 
@@ -28,6 +32,7 @@ never pickled with its values: a pickled redactor comes back empty.
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Iterable
@@ -90,10 +95,14 @@ class Redactor:
                 return
             self._values[value] = None
             self._count(value, 1)
+            for form in _encoded(value):
+                self._count(form, 1, reverse=False)
             while len(self._values) > self.maxsize:
                 oldest = next(iter(self._values))
                 del self._values[oldest]
                 self._count(oldest, -1)
+                for form in _encoded(oldest):
+                    self._count(form, -1, reverse=False)
 
     def update(self, values: Iterable[str]) -> None:
         for value in values:
@@ -101,7 +110,7 @@ class Redactor:
 
     __call__ = add
 
-    def _count(self, value: str, step: int) -> None:
+    def _count(self, value: str, step: int, *, reverse: bool = True) -> None:
         folded = fold(value)
         if len(folded) < PIECE:
             keys: Iterable[str] = {folded, folded[::-1]}
@@ -109,7 +118,8 @@ class Redactor:
             self._pattern = None
         else:
             keys = {folded[i : i + PIECE] for i in range(len(folded) - PIECE + 1)}
-            keys = keys | {k[::-1] for k in keys}
+            if reverse:
+                keys = keys | {k[::-1] for k in keys}
             table = self._pieces
         for key in keys:
             left = table.get(key, 0) + step
@@ -238,6 +248,30 @@ class Redactor:
     def __reduce__(self) -> tuple[Any, ...]:
         # Never pickle the values: an unpickled redactor starts empty.
         return (_rebuild, (self.placeholder, self.maxsize))
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _encoded(value: str) -> set[str]:
+    """The base64 texts of ``value`` (standard and URL-safe) that hold at
+    least :data:`PIECE` characters depending on the value alone.
+
+    Inside a longer encoded text the value starts at a byte offset ``k`` of 0,
+    1 or 2 within a 3-byte group; character ``i`` of the encoding covers bits
+    ``6i`` to ``6i + 6``, so the characters fully inside the value's bits
+    ``8k`` to ``8(k + n)`` are the same whatever surrounds it."""
+    raw = value.encode("utf-8", "surrogatepass")
+    forms: set[str] = set()
+    for k in range(3):
+        text = base64.b64encode(b"\0" * k + raw).decode("ascii")
+        first = -(-8 * k // 6)  # ceil: the first character with no bit before the value
+        last = 8 * (k + len(raw)) // 6  # the characters with no bit after it
+        part = text[first:last]
+        if len(part) >= PIECE:
+            forms.add(part)
+            forms.add(part.translate(_URLSAFE))
+    return forms
 
 
 def _rebuild(placeholder: str, maxsize: int) -> Redactor:

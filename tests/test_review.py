@@ -7,12 +7,17 @@ checked (sandbox calls, redaction, ...).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jinja2
 import pytest
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from test_cli import run as cli_run
+
+from jinja_apsecrets.redaction import Redactor
 
 MakeEnv = Callable[..., jinja2.Environment]
 
@@ -85,3 +90,46 @@ class TestInternalFilters:
             "<<mem|ap_sep_v1|prod/db:username>> {{ secret('mem', 'prod/db:username') }}"
         ).render()
         assert out == "admin admin"
+
+
+class TestBase64Redaction:
+    """``b64encode`` is the library's own filter: an error quoting a value's
+    base64 text (``{{ d[secret(..) | b64encode] }}``) must not print it."""
+
+    VALUE = "SUP3RS3CRETVAL"
+
+    @pytest.mark.parametrize("before", ["", "a", "ab", "abc"])
+    @pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+    def test_encoded_value_inside_other_text(
+        self, before: str, encode: Callable[[bytes], bytes]
+    ) -> None:
+        r = Redactor()
+        r.add(self.VALUE)
+        text = encode(f"{before}{self.VALUE}tail".encode()).decode()
+        out = r.redact(f"no attribute '{text}'")
+        assert "<redacted>" in out
+        whole = base64.b64encode(self.VALUE.encode()).decode()
+        for i in range(len(whole) - 4):
+            assert whole[i : i + 6] not in out
+
+    def test_evicted_value_forgets_its_encodings(self) -> None:
+        r = Redactor(maxsize=1)
+        r.add(self.VALUE)
+        r.add("another-value")
+        text = base64.b64encode(self.VALUE.encode()).decode()
+        assert r.redact(text) == text
+
+    def test_cli_error_quoting_base64(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+        )
+        (tmp_path / "leak.j2").write_text('{{ {}[secret("local", "app:pw") | b64encode].x }}\n')
+        code, out, err = cli_run("render", "leak.j2", cwd=tmp_path)
+        assert code == 1
+        assert "UndefinedError" in err
+        encoded = base64.b64encode(self.VALUE.encode()).decode()
+        assert encoded[:12] not in out + err
