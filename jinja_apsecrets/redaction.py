@@ -38,6 +38,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from . import forksafe
+
 __all__ = ["PIECE", "PLACEHOLDER", "Redactor", "fold"]
 
 #: Length of the pieces of a value that count as quoting it.
@@ -83,6 +85,12 @@ class Redactor:
         self._pieces: dict[str, int] = {}  # folded 4-character window -> values holding it
         self._short: dict[str, int] = {}  # folded values shorter than PIECE
         self._pattern: re.Pattern[str] | None = None
+        forksafe.track(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (a thread of the parent may have held
+        the old one while it forked); the values are kept."""
+        self._lock = threading.Lock()
 
     # -- remembering ---------------------------------------------------------------
 

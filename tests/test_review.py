@@ -8,6 +8,7 @@ checked (sandbox calls, redaction, ...).
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import jinja2
 import pytest
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from test_cli import run as cli_run
+from test_fork import in_child
 
 from jinja_apsecrets.redaction import Redactor
 
@@ -133,3 +135,30 @@ class TestBase64Redaction:
         assert "UndefinedError" in err
         encoded = base64.b64encode(self.VALUE.encode()).decode()
         assert encoded[:12] not in out + err
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+class TestLocksAfterFork:
+    """A lock held by another thread of the parent when it forks stays held in
+    the child: every process-wide or shared lock is renewed there (issue 10,
+    item 8). Each test holds the lock itself while forking, as a thread would."""
+
+    def test_aws_loader_and_log_guard_locks(self) -> None:
+        from jinja_apsecrets.providers import _aws_common
+
+        with _aws_common._loader_lock, _aws_common._LogGuard._lock:
+            free = in_child(
+                lambda: [
+                    _aws_common._loader_lock.acquire(blocking=False),
+                    _aws_common._LogGuard._lock.acquire(blocking=False),
+                ]
+            )
+        assert free == [True, True]
+
+    def test_redactor_lock(self) -> None:
+        redactor = Redactor()
+        redactor.add("SUP3RS3CRETVAL")
+        with redactor._lock:
+            out = in_child(lambda: redactor.redact("x SUP3RS3CRETVAL y"))
+        assert out == "x <redacted> y"
