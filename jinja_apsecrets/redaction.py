@@ -182,17 +182,7 @@ class Redactor:
         if pattern is not None:
             for m in pattern.finditer(folded):
                 covered[m.start() : m.end()] = b"\1" * (m.end() - m.start())
-        spans: list[tuple[int, int]] = []
-        start = None
-        for i, flag in enumerate(covered):
-            if flag and start is None:
-                start = i
-            elif not flag and start is not None:
-                spans.append((start, i))
-                start = None
-        if start is not None:
-            spans.append((start, len(text)))
-        return spans
+        return _runs(covered)
 
     def holds_value(self, text: str) -> bool:
         """Whether ``text`` holds a remembered value or a piece of one."""
@@ -200,7 +190,31 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """``text`` with every piece of a remembered value replaced by the placeholder."""
-        spans = self._spans(text)
+        return self._replace(text, self._spans(text))
+
+    def redact_values(self, text: str) -> str:
+        """``text`` with every whole remembered value (of at least :data:`PIECE`
+        characters, any case, or reversed) replaced by the placeholder.
+
+        For the library's own errors, whose paths are written by the template
+        and so may be computed from a value (``secret("aws", "db:" ~
+        secret(..) | lower)``); pieces are not looked for there, since a path
+        often shares a few characters with a value (``app`` in ``app:user``)."""
+        if not text:
+            return text
+        folded = fold(text)
+        with self._lock:
+            values = [fold(v) for v in self._values if len(v) >= PIECE]
+        covered = bytearray(len(text))
+        for value in values:
+            for needle in (value, value[::-1]):
+                i = folded.find(needle)
+                while i >= 0:
+                    covered[i : i + len(needle)] = b"\1" * len(needle)
+                    i = folded.find(needle, i + 1)
+        return self._replace(text, _runs(covered))
+
+    def _replace(self, text: str, spans: list[tuple[int, int]]) -> str:
         if not spans:
             return text
         out, pos = [], 0
@@ -215,8 +229,9 @@ class Redactor:
         in place (their ``args``, and ``name``/``templates`` of Jinja's
         ``TemplateNotFound``); returns ``error``.
 
-        The library's own errors are left alone: their messages are built from
-        names and paths, never values.
+        The library's own errors are built from names and paths: only whole
+        values are taken out of them (a path may be computed from a value), see
+        :meth:`redact_values`.
         """
         from .errors import SecretsError
 
@@ -224,10 +239,20 @@ class Redactor:
         current: BaseException | None = error
         while current is not None and id(current) not in seen:
             seen.add(id(current))
-            if not isinstance(current, SecretsError):
+            if isinstance(current, SecretsError):
+                self._redact_library_error(current)
+            else:
                 self._redact_one(current)
             current = current.__cause__ or current.__context__
         return error
+
+    def _redact_library_error(self, error: Any) -> None:
+        # Built from names and paths; a path computed from a value holds it whole.
+        error.args = tuple(self.redact_values(a) if isinstance(a, str) else a for a in error.args)
+        for attr in ("path", "hint"):
+            value = getattr(error, attr, None)
+            if isinstance(value, str):
+                setattr(error, attr, self.redact_values(value))
 
     def _redact_one(self, error: BaseException) -> None:
         def scrub(item: Any) -> Any:
@@ -256,6 +281,21 @@ class Redactor:
     def __reduce__(self) -> tuple[Any, ...]:
         # Never pickle the values: an unpickled redactor starts empty.
         return (_rebuild, (self.placeholder, self.maxsize))
+
+
+def _runs(covered: bytearray) -> list[tuple[int, int]]:
+    """The ``(start, end)`` runs of set flags in ``covered``."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, flag in enumerate(covered):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append((start, i))
+            start = None
+    if start is not None:
+        spans.append((start, len(covered)))
+    return spans
 
 
 _URLSAFE = str.maketrans("+/", "-_")

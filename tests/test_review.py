@@ -19,6 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from test_cli import run as cli_run
 from test_fork import in_child
 
+from jinja_apsecrets import SecretNotFoundError
 from jinja_apsecrets.redaction import Redactor
 
 MakeEnv = Callable[..., jinja2.Environment]
@@ -162,3 +163,52 @@ class TestLocksAfterFork:
         with redactor._lock:
             out = in_child(lambda: redactor.redact("x SUP3RS3CRETVAL y"))
         assert out == "x <redacted> y"
+
+
+class TestComputedPaths:
+    """A path computed from a value (``secret("local", secret(..))``) put the
+    value into the library's own error, which was never redacted."""
+
+    VALUE = "SUP3RS3CRETVAL"
+
+    def test_library_error_loses_whole_values_only(self) -> None:
+        r = Redactor()
+        r.update([self.VALUE, "app"])
+        error = SecretNotFoundError(
+            f"Secret value for key {self.VALUE.lower()} not found",
+            provider="local",
+            path=f"app:{self.VALUE.lower()}",
+        )
+        r.redact_exception(error)
+        assert error.message == "Secret value for key <redacted> not found"
+        assert error.path == "app:<redacted>"  # "app" (3 characters) stays: a name here
+        assert self.VALUE.lower() not in str(error)
+
+    def test_library_error_without_values_unchanged(self) -> None:
+        r = Redactor()
+        r.update(["password-value", "db", "pro"])
+        error = SecretNotFoundError("Secret prod/db not found", provider="a", path="prod/db:pw")
+        r.redact_exception(error)
+        assert (error.message, error.path) == ("Secret prod/db not found", "prod/db:pw")
+
+    @pytest.mark.parametrize(
+        "expression",
+        [
+            'secret("local", secret("local", "app:pw"))',
+            'secret("local", "app:" ~ secret("local", "app:pw") | lower)',
+        ],
+    )
+    def test_cli_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expression: str
+    ) -> None:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+        )
+        (tmp_path / "leak.j2").write_text(f"{{{{ {expression} }}}}\n")
+        code, out, err = cli_run("render", "leak.j2", cwd=tmp_path)
+        assert code == 1
+        assert "SECRET_MANAGER_GET_SECRET_FAILED" in err
+        assert "<redacted>" in err
+        assert self.VALUE.lower() not in (out + err).lower()
