@@ -8,6 +8,7 @@ checked (sandbox calls, redaction, ...).
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -212,3 +213,17 @@ class TestComputedPaths:
         assert "SECRET_MANAGER_GET_SECRET_FAILED" in err
         assert "<redacted>" in err
         assert self.VALUE.lower() not in (out + err).lower()
+
+    def test_cli_audit_log(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+        )
+        (tmp_path / "leak.j2").write_text(
+            '{{ secret("local", "app:" ~ secret("local", "app:pw") | lower) }}\n'
+        )
+        code, _, _ = cli_run("render", "leak.j2", "--audit-log", "audit.jsonl", cwd=tmp_path)
+        assert code == 1
+        lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert [x["path"] for x in lines] == ["app:pw", "app:<redacted>"]

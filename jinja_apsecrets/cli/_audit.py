@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from ..errors import SecretsError
+from ..redaction import Redactor
 from ..resolver import Resolver
 
 __all__ = ["FIELDS", "AuditLog", "Reporter", "fan_out", "library_logging"]
@@ -52,15 +53,21 @@ class AuditLog:
     on disk as soon as the lookup is done, even if the command later fails.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, redactor: Redactor | None = None) -> None:
         self.path = path
+        #: Takes whole values out of paths: a template may compute a path from a
+        #: value (``secret("aws", "db:" ~ secret(..))``).
+        self.redactor = redactor
         self._lock = threading.Lock()
         self._fd: int | None = None
         if path != "-":
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(record(event), ensure_ascii=False) + "\n"
+        out = record(event)
+        if self.redactor is not None and isinstance(out["path"], str):
+            out["path"] = self.redactor.redact_values(out["path"])
+        line = json.dumps(out, ensure_ascii=False) + "\n"
         with self._lock:
             if self._fd is None:
                 click.echo(line, err=True, nl=False)

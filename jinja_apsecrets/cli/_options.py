@@ -160,7 +160,7 @@ def session(
     run = current_run()
     with library_logging(reporter.verbosity):
         try:
-            log = AuditLog(audit_log) if audit_log else None
+            log = AuditLog(audit_log, run.redactor) if audit_log else None
         except OSError as exc:
             raise UsageProblem(f"{audit_log}: cannot open audit log: {exc.strerror}") from None
         try:
