@@ -227,3 +227,20 @@ class TestComputedPaths:
         assert code == 1
         lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
         assert [x["path"] for x in lines] == ["app:pw", "app:<redacted>"]
+
+    @pytest.mark.parametrize("policy", ["keep", "undefined"])
+    def test_cli_missing_warning(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
+    ) -> None:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+        )
+        (tmp_path / "t.j2").write_text(
+            '{{ secret("local", "app:" ~ secret("local", "app:pw") | lower) }}\n'
+        )
+        code, _, err = cli_run("render", "t.j2", "-o", "out", "--on-missing", policy, cwd=tmp_path)
+        assert code == 0
+        assert "warning: secret local|app:<redacted> missing" in err
+        assert self.VALUE.lower() not in err.lower()

@@ -137,23 +137,35 @@ def fan_out(*hooks: AuditHook | None) -> AuditHook | None:
 
 
 class _EchoHandler(logging.Handler):
-    """Log records to click's standard error (so tests' runners capture them)."""
+    """Log records to click's standard error (so tests' runners capture them).
+
+    The library logs names and paths, never values; but a path may be computed
+    from a value (``secret("aws", "db:" ~ secret(..))``), so whole values are
+    taken out with the run's redactor."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor
 
     def emit(self, rec: logging.LogRecord) -> None:
         try:
-            click.echo(f"{rec.levelname.lower()}: {self.format(rec)}", err=True)
+            text = self.format(rec)
+            if self.redactor is not None:
+                text = self.redactor.redact_values(text)
+            click.echo(f"{rec.levelname.lower()}: {text}", err=True)
         except Exception:  # a log line must never break a render
             self.handleError(rec)
 
 
 @contextmanager
-def library_logging(verbosity: int) -> Iterator[None]:
+def library_logging(verbosity: int, redactor: Redactor | None = None) -> Iterator[None]:
     """Show the library's log on standard error while the command runs:
     warnings always, info with ``-v``, debug with ``-vv``. The library never
-    logs values (DESIGN.md), so neither does this."""
+    logs values (DESIGN.md); ``redactor`` (the run's) takes out a value that a
+    template put into a path."""
     logger = logging.getLogger("jinja_apsecrets")
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = _EchoHandler()
+    handler = _EchoHandler(redactor)
     handler.setLevel(level)
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)
