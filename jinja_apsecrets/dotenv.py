@@ -38,6 +38,8 @@ _ENTRY = re.compile(
 )
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$", "'": "'"}
 _SAFE_BARE = re.compile(r"[A-Za-z0-9_./:@%+,=~^-]*")
+#: What a shell (or compose) reads inside double quotes as more than itself.
+_EXPANDED = "$`\\"
 
 
 class DotenvError(ValueError):
@@ -118,11 +120,17 @@ def quote(value: str, prefer: Quote = "") -> str:
     that needs quotes gets single quotes if it holds no ``'`` and no line
     break (nothing in it is special there), else double quotes with escapes.
     ``$`` is never escaped: readers disagree on ``\\$``, and single quotes,
-    which every reader takes literally, are used wherever they can be.
+    which every reader takes literally, are used wherever they can be. So a
+    value holding ``$``, a backtick or a backslash gets single quotes even
+    where the file had double quotes: there a shell sourcing the file (or
+    compose interpolating it) would expand ``$VAR``, run ``$(...)`` or
+    backticks, and a password like ``pa$word`` would arrive as ``pa``. A
+    leading ``~`` is quoted too (a shell expands it).
     """
-    if prefer == "" and _SAFE_BARE.fullmatch(value):
+    if prefer == "" and _SAFE_BARE.fullmatch(value) and not value.startswith("~"):
         return value
-    if prefer in ("", "'") and "'" not in value and "\n" not in value and "\r" not in value:
+    literal = "'" not in value and "\n" not in value and "\r" not in value
+    if literal and (prefer in ("", "'") or any(c in value for c in _EXPANDED)):
         return f"'{value}'"
     escaped = (
         value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from test_cli import run as cli_run
 from test_fork import in_child
 
 from jinja_apsecrets import SecretNotFoundError
+from jinja_apsecrets.dotenv import parse, quote
 from jinja_apsecrets.redaction import Redactor
 
 MakeEnv = Callable[..., jinja2.Environment]
@@ -244,3 +247,36 @@ class TestComputedPaths:
         assert code == 0
         assert "warning: secret local|app:<redacted> missing" in err
         assert self.VALUE.lower() not in err.lower()
+
+
+class TestDotenvQuoting:
+    """``resolve -f x.env`` writes values into a dotenv file, which shells
+    source and compose interpolates: a value holding ``$`` or a backtick in
+    double quotes was expanded there (``pa$word`` read as ``pa``, ``$(id)``
+    run). Rule 3 for the programs that read the file."""
+
+    @pytest.mark.parametrize("prefer", ["", "'", '"'])
+    @pytest.mark.parametrize("value", ["pa$word", "x`id`y", "$(id)", "a\\b", "p$ss 1"])
+    def test_expanding_characters_get_single_quotes(self, value: str, prefer: Any) -> None:
+        written = quote(value, prefer)
+        assert written == f"'{value}'"
+        line = parse(f"V={written}\n").entries[0].entry
+        assert line is not None
+        assert line.value == value
+
+    def test_leading_tilde_is_quoted(self) -> None:
+        assert quote("~root") == "'~root'"
+        assert quote("a~b") == "a~b"
+
+    @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
+    def test_a_shell_sourcing_the_file_reads_the_values(self, tmp_path: Path) -> None:
+        values = {"A": "pa$word", "B": "x`echo ran`y", "C": "$(echo ran)", "D": "~root", "E": "o'k"}
+        doc = parse("".join(f'{name}="placeholder"\n' for name in values))
+        text = doc.render({i + 1: v for i, v in enumerate(values.values())})
+        (tmp_path / "out.env").write_text(text)
+        script = "set -a; . ./out.env; " + "; ".join(f'printf "%s\\0" "${name}"' for name in values)
+        done = subprocess.run(
+            ["sh", "-c", script], cwd=tmp_path, capture_output=True, check=True, timeout=30
+        )
+        read = done.stdout.decode().split("\0")[:-1]
+        assert dict(zip(values, read, strict=True)) == values
