@@ -264,13 +264,28 @@ class TestDotenvQuoting:
         assert line is not None
         assert line.value == value
 
+    def test_double_quoted_fallback_escapes_dollar_and_backtick(self) -> None:
+        value = "o'k $(id) `id`\nnext"
+        written = quote(value)
+        assert written == '"o\'k \\$(id) \\`id\\`\\nnext"'
+        line = parse(f"V={written}\n").entries[0].entry
+        assert line is not None
+        assert line.value == value
+
     def test_leading_tilde_is_quoted(self) -> None:
         assert quote("~root") == "'~root'"
         assert quote("a~b") == "a~b"
 
     @pytest.mark.skipif(shutil.which("sh") is None, reason="needs a POSIX shell")
     def test_a_shell_sourcing_the_file_reads_the_values(self, tmp_path: Path) -> None:
-        values = {"A": "pa$word", "B": "x`echo ran`y", "C": "$(echo ran)", "D": "~root", "E": "o'k"}
+        values = {
+            "A": "pa$word",
+            "B": "x`echo ran`y",
+            "C": "$(echo ran)",
+            "D": "~root",
+            "E": "o'k",
+            "F": "o'k $(echo ran) `echo ran` $HOME",
+        }
         doc = parse("".join(f'{name}="placeholder"\n' for name in values))
         text = doc.render({i + 1: v for i, v in enumerate(values.values())})
         (tmp_path / "out.env").write_text(text)
