@@ -22,7 +22,7 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from test_cli import run as cli_run
 from test_fork import in_child
 
-from jinja_apsecrets import SecretNotFoundError
+from jinja_apsecrets import SecretNotFoundError, SecretText
 from jinja_apsecrets.dotenv import parse, quote
 from jinja_apsecrets.redaction import Redactor
 
@@ -295,3 +295,63 @@ class TestDotenvQuoting:
         )
         read = done.stdout.decode().split("\0")[:-1]
         assert dict(zip(values, read, strict=True)) == values
+
+
+ANSIBLE_PLAY = """
+- hosts: all
+  gather_facts: false
+  vars:
+    apsecrets_config: apsecrets.yaml
+    ansible_python_interpreter: "{{ ansible_playbook_python }}"
+  tasks:
+    - apsecrets.core.template: {src: t.j2, dest: "{{ playbook_dir }}/out.txt"}
+    - set_fact:
+        l: "{{ lookup('apsecrets.core.secret', 'local|ap_sep_v1|app:tpl') }}"
+        f: "{{ {'x': '<<local|ap_sep_v1|app:lk>>', 'y': ['<<local|ap_sep_v1|app:ref>>']}
+               | apsecrets.core.resolve }}"
+    - copy:
+        dest: "{{ playbook_dir }}/facts.txt"
+        content: "l={{ l }}\\nfx={{ f.x }}\\nfy={{ f.y[0] }}\\n"
+"""
+
+
+class TestAnsibleValues:
+    """Rule 3 through the collection (template action, lookup, filter): a
+    value that looks like a template or a reference is written as it is; and
+    the filter's values are stored by Ansible without a warning."""
+
+    def test_unsafe_makes_plain_strings(self) -> None:
+        from ansible_collections.apsecrets.core.plugins.plugin_utils import common
+
+        out = common.unsafe({"a": [SecretText("v1"), (SecretText("v2"),)], "b": SecretText("v3")})
+        assert out == {"a": ["v1", ("v2",)], "b": "v3"}
+        leaves = [out["a"][0], out["a"][1][0], out["b"]]
+        assert not any(isinstance(v, SecretText) for v in leaves)
+
+    def test_play(self, tmp_path: Path) -> None:
+        from test_integration_ansible import play
+
+        (tmp_path / "secrets.yaml").write_text(
+            "app:\n  tpl: '{{ 7 * 7 }}'\n  ref: '<<local|ap_sep_v1|app:other>>'\n"
+            '  other: OTHERVAL\n  lk: \'{{ lookup("env", "HOME") }}\'\n'
+        )
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+        )
+        (tmp_path / "t.j2").write_text(
+            "a=<<local|ap_sep_v1|app:tpl>>\nb=<<local|ap_sep_v1|app:ref>>\n"
+            "c=<<local|ap_sep_v1|app:lk>>\n"
+        )
+        (tmp_path / "hosts").write_text("h1 ansible_connection=local\n")
+        (tmp_path / "site.yml").write_text(ANSIBLE_PLAY)
+        result = play(tmp_path)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert (tmp_path / "out.txt").read_text() == (
+            'a={{ 7 * 7 }}\nb=<<local|ap_sep_v1|app:other>>\nc={{ lookup("env", "HOME") }}\n'
+        )
+        assert (tmp_path / "facts.txt").read_text() == (
+            'l={{ 7 * 7 }}\nfx={{ lookup("env", "HOME") }}\nfy=<<local|ap_sep_v1|app:other>>\n'
+        )
+        assert "OTHERVAL" not in output
+        assert "unsupported in variable storage" not in output

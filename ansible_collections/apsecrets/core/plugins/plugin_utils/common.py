@@ -14,7 +14,7 @@ from typing import Any
 from ansible.errors import AnsibleError
 
 from ansible_collections.apsecrets.core.plugins.plugin_utils import registry
-from jinja_apsecrets import Reference, Resolver, SecretNotFoundError, SecretsError
+from jinja_apsecrets import Reference, Resolver, SecretNotFoundError, SecretsError, SecretText
 from jinja_apsecrets.integrations.ansible.config import CONFIG_VARIABLE, find_config
 from jinja_apsecrets.reference import SEPARATOR, parse_bare
 
@@ -27,8 +27,24 @@ ON_MISSING = ("error", "undefined", "keep")
 
 
 def unsafe(value: Any) -> Any:
-    """``value`` (nested) marked unsafe: Ansible never templates it again."""
+    """``value`` (nested) marked unsafe: Ansible never templates it again.
+
+    Resolved values come as :class:`~jinja_apsecrets.SecretText`; Ansible's
+    variable storage knows only exact types (it warns, "Type 'SecretText' is
+    unsupported", on every task that stores one), so they become plain
+    ``str`` first. Hiding values is ``no_log``'s job in Ansible."""
+    value = _plain(value)
     return value if _wrap_var is None else _wrap_var(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretText):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else value
+    return value
 
 
 def canonical(connection: str, path: str) -> str:
