@@ -301,7 +301,7 @@ ANSIBLE_PLAY = """
 - hosts: all
   gather_facts: false
   vars:
-    apsecrets_config: apsecrets.yaml
+    apsecrets_config: "{{ playbook_dir }}/apsecrets.yaml"
     ansible_python_interpreter: "{{ ansible_playbook_python }}"
   tasks:
     - apsecrets.core.template: {src: t.j2, dest: "{{ playbook_dir }}/out.txt"}
@@ -318,7 +318,8 @@ ANSIBLE_PLAY = """
 class TestAnsibleValues:
     """Rule 3 through the collection (template action, lookup, filter): a
     value that looks like a template or a reference is written as it is; and
-    the filter's values are stored by Ansible without a warning."""
+    the filter's values are stored by Ansible without a warning. The
+    ``apsecrets_config`` variable is a template for the lookup too."""
 
     def test_unsafe_makes_plain_strings(self) -> None:
         from ansible_collections.apsecrets.core.plugins.plugin_utils import common
