@@ -22,8 +22,9 @@ from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from test_cli import run as cli_run
 from test_fork import in_child
 
-from jinja_apsecrets import SecretNotFoundError, SecretText
+from jinja_apsecrets import Resolver, SecretConnectionError, SecretNotFoundError, SecretText
 from jinja_apsecrets.dotenv import parse, quote
+from jinja_apsecrets.errors import yaml_problem
 from jinja_apsecrets.redaction import Redactor
 
 MakeEnv = Callable[..., jinja2.Environment]
@@ -356,3 +357,58 @@ class TestAnsibleValues:
         )
         assert "OTHERVAL" not in output
         assert "unsupported in variable storage" not in output
+
+
+class TestSecretsFile:
+    """The ``file`` provider: its parse errors quoted the file's text, and an
+    empty file (one being rewritten) was an empty mapping, so a lenient
+    missing-secret policy printed nothing and exited 0."""
+
+    def _resolver(self, tmp_path: Path, text: str) -> Resolver:
+        (tmp_path / "s.yaml").write_text(text)
+        return Resolver.from_config(
+            {"connections": {"local": {"provider": "file", "path": str(tmp_path / "s.yaml")}}}
+        )
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "db: {password: *Sup3rS3cretX}\n",
+            "db:\n  password: !Sup3rS3cretX x\n",
+            'db:\n  password: "Sup3rS3cretX\\q"\n',
+        ],
+    )
+    def test_parse_errors_quote_nothing_of_the_file(self, tmp_path: Path, text: str) -> None:
+        found = self._resolver(tmp_path, text).get_many([("local", "db:password")])
+        error = found[("local", "db:password")]
+        assert isinstance(error, SecretConnectionError)
+        assert "at line" in error.message
+        assert "Sup3r" not in str(error)
+        assert "'q'" not in str(error)
+
+    def test_parser_vocabulary_is_kept(self) -> None:
+        import yaml
+
+        with pytest.raises(yaml.YAMLError) as info:
+            yaml.safe_load("db: {password: [unclosed\n")
+        assert yaml_problem(info.value) == "expected ',' or ']', but got '<stream end>' at line 2"
+
+    @pytest.mark.parametrize("text", ["", "# rotating\n", "~\n"])
+    def test_empty_file_is_a_connection_failure(self, tmp_path: Path, text: str) -> None:
+        found = self._resolver(tmp_path, text).get_many([("local", "db:password")])
+        assert isinstance(found[("local", "db:password")], SecretConnectionError)
+
+    def test_cli_lenient_policy_still_fails(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+        (tmp_path / "secrets.yaml").write_text("")
+        (tmp_path / "apsecrets.yaml").write_text(
+            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+        )
+        (tmp_path / "t.j2").write_text("pw=<<local|ap_sep_v1|db:password>>\n")
+        code, _, err = cli_run(
+            "render", "t.j2", "-o", "out", "--on-missing", "undefined", cwd=tmp_path
+        )
+        assert code == 3, err
+        assert not (tmp_path / "out").exists()
