@@ -412,3 +412,27 @@ class TestSecretsFile:
         )
         assert code == 3, err
         assert not (tmp_path / "out").exists()
+
+
+class TestIntegrationWarnings:
+    """The web integrations' missing-secret warning names the path, which a
+    template may compute from a value: the value went into the app's log."""
+
+    def test_path_computed_from_a_value(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        import logging
+
+        from jinja_apsecrets.integrations._common import add_secrets
+
+        (tmp_path / "s.yaml").write_text("app: {pw: Sup3rS3cretValue}\n")
+        resolver = Resolver.from_config(
+            {"connections": {"local": {"provider": "file", "path": str(tmp_path / "s.yaml")}}}
+        )
+        env = add_secrets(jinja2.Environment(), resolver, on_missing="undefined")
+        source = '[{{ secret("local", "app:" ~ secret("local", "app:pw") | lower) }}]'
+        with caplog.at_level(logging.WARNING, logger="jinja_apsecrets"):
+            assert env.from_string(source).render() == "[]"
+        messages = [r.getMessage() for r in caplog.records]
+        assert any("local|app:<redacted> missing" in m for m in messages), messages
+        assert not any("sup3rs3cretvalue" in m.lower() for m in messages)
