@@ -436,3 +436,53 @@ class TestIntegrationWarnings:
         messages = [r.getMessage() for r in caplog.records]
         assert any("local|app:<redacted> missing" in m for m in messages), messages
         assert not any("sup3rs3cretvalue" in m.lower() for m in messages)
+
+
+class TestImportedModules:
+    """Jinja keeps an imported template's rendered module on the (cached)
+    template: values stayed there, served after ``invalidate()`` and rotation."""
+
+    SOURCES = {
+        "lib.j2": "{% set pw %}<<mem|ap_sep_v1|rot:pw>>{% endset %}"
+        "{% macro f() %}<<mem|ap_sep_v1|rot:pw>>{% endmacro %}",
+        "fn.j2": "{% macro h() %}{{ secret('mem', 'rot:pw') }}{% endmacro %}",
+        "outer.j2": "{% import 'lib.j2' as inner %}{% set pw = inner.pw %}",
+        "plain.j2": "{% macro g() %}x{% endmacro %}",
+        "main.j2": "{% import 'lib.j2' as lib %}{% from 'fn.j2' import h %}"
+        "{% import 'outer.j2' as outer %}{% from 'plain.j2' import g %}"
+        "{{ lib.pw }} {{ lib.f() }} {{ h() }} {{ outer.pw }} {{ g() }}",
+    }
+
+    @pytest.mark.parametrize("is_async", [False, True])
+    def test_rotation_is_seen_by_imports(self, resolver: Resolver, is_async: bool) -> None:
+        import asyncio
+
+        from support import STORE
+
+        STORE["rot"] = {"pw": "old-value"}
+        env = jinja2.Environment(
+            loader=jinja2.DictLoader(self.SOURCES),
+            extensions=["jinja_apsecrets.SecretsExtension"],
+            enable_async=is_async,
+        )
+        env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+
+        def render() -> str:
+            t = env.get_template("main.j2")
+            return asyncio.run(t.render_async()) if is_async else t.render()
+
+        try:
+            assert render() == "old-value old-value old-value old-value x"
+            STORE["rot"] = {"pw": "new-value"}
+            resolver.invalidate()
+            assert render() == "new-value new-value new-value new-value x"
+        finally:
+            del STORE["rot"]
+        assert env.get_template("lib.j2")._module is None
+        assert env.get_template("plain.j2")._module is not None  # Jinja's cache kept
+
+    def test_environment_still_pickles(self, make_env: MakeEnv) -> None:
+        import pickle
+
+        env = make_env()
+        assert pickle.loads(pickle.dumps(env)).template_class is env.template_class
