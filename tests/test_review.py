@@ -486,3 +486,25 @@ class TestImportedModules:
 
         env = make_env()
         assert pickle.loads(pickle.dumps(env)).template_class is env.template_class
+
+
+class TestAnsibleErrors:
+    """A lookup term computed from a value handed out before put the value
+    into the task's error message."""
+
+    def test_error_text_takes_known_values_out(self) -> None:
+        from ansible_collections.apsecrets.core.plugins.plugin_utils import common, registry
+
+        registry.reset()
+        try:
+            registry.remember([("Sup3rS3cretValue", "<<local|ap_sep_v1|app:pw>>")])
+            error = SecretNotFoundError(
+                "Secret value for key sup3rs3cretvalue not found",
+                provider="local",
+                path="app:sup3rs3cretvalue",
+            )
+            text = common.error_text("apsecrets.core.secret", [error])
+        finally:
+            registry.reset()
+        assert "sup3rs3cretvalue" not in text.lower()
+        assert "<<local|ap_sep_v1|app:<redacted>>>" in text

@@ -16,6 +16,7 @@ from ansible.errors import AnsibleError
 from ansible_collections.apsecrets.core.plugins.plugin_utils import registry
 from jinja_apsecrets import Reference, Resolver, SecretNotFoundError, SecretsError, SecretText
 from jinja_apsecrets.integrations.ansible.config import CONFIG_VARIABLE, find_config
+from jinja_apsecrets.redaction import Redactor
 from jinja_apsecrets.reference import SEPARATOR, parse_bare
 
 try:  # ansible-core < 2.23: the documented way to mark values unsafe
@@ -61,8 +62,15 @@ def describe(error: SecretsError) -> str:
 
 
 def error_text(prefix: str, errors: Iterable[SecretsError]) -> str:
-    """One message naming each failed reference with its code; no value."""
-    return f"{prefix}: " + "; ".join(describe(e) for e in errors)
+    """One message naming each failed reference with its code; no value.
+
+    A path is written by the playbook and may be computed from a value handed
+    out before (``'local|ap_sep_v1|app:' ~ lookup(...)``): the values this
+    process handed to Ansible are taken out of it whole."""
+    text = f"{prefix}: " + "; ".join(describe(e) for e in errors)
+    redactor = Redactor()
+    redactor.update(registry.known_values())
+    return redactor.redact_values(text)
 
 
 def resolver_for(
