@@ -49,7 +49,7 @@ from typing import Any
 import yaml
 
 from .crypto import KEY_ENV, decrypt_value, is_encrypted
-from .errors import SecretsError, SecretValidationError
+from .errors import SecretsError, SecretValidationError, yaml_problem
 from .providers import available_providers, get_provider_class
 from .providers.base import Provider
 from .redaction import Redactor
@@ -428,10 +428,7 @@ def load_config(
         try:
             data = _parse_yaml(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise SecretValidationError(f"{origin}: {problem}{where}") from None
+            raise SecretValidationError(f"{origin}: {yaml_problem(exc)}") from None
         if data is None:
             data = {}
     if not isinstance(data, Mapping):

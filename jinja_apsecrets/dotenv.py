@@ -6,7 +6,7 @@ dotenv::
     # a comment                      kept as it is
     export DB_USER=app               'export' is allowed and kept
     DB_PASSWORD='<<aws|ap_sep_v1|prod/db:password>>'   # single quotes: literal
-    GREETING="hello\\nworld"          double quotes: \\n \\t \\r \\" \\\\ \\$ escapes
+    GREETING="hello\\nworld"          double quotes: \\n \\t \\r \\" \\\\ \\$ \\` escapes
     URL=postgres://app@db/app  # ...  unquoted: up to a blank + '#', trimmed
     CERT="-----BEGIN ...             quoted values may span lines
     ...-----"
@@ -36,8 +36,10 @@ Quote = Literal["", "'", '"']
 _ENTRY = re.compile(
     r"[ \t]*(?P<export>export[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_.]*)[ \t]*(?P<eq>=?)[ \t]*"
 )
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$", "'": "'"}
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$", "'": "'", "`": "`"}
 _SAFE_BARE = re.compile(r"[A-Za-z0-9_./:@%+,=~^-]*")
+#: What a shell (or compose) reads inside double quotes as more than itself.
+_EXPANDED = "$`\\"
 
 
 class DotenvError(ValueError):
@@ -117,16 +119,28 @@ def quote(value: str, prefer: Quote = "") -> str:
     The quoting style ``prefer`` is kept when it can hold ``value``; a value
     that needs quotes gets single quotes if it holds no ``'`` and no line
     break (nothing in it is special there), else double quotes with escapes.
-    ``$`` is never escaped: readers disagree on ``\\$``, and single quotes,
-    which every reader takes literally, are used wherever they can be.
+    Readers disagree on ``\\$``, so single quotes, which every reader takes
+    literally, are used wherever they can be, and ``$`` and backticks are
+    escaped only in a value they cannot hold. So a
+    value holding ``$``, a backtick or a backslash gets single quotes even
+    where the file had double quotes: there a shell sourcing the file (or
+    compose interpolating it) would expand ``$VAR``, run ``$(...)`` or
+    backticks, and a password like ``pa$word`` would arrive as ``pa``. A
+    leading ``~`` is quoted too (a shell expands it).
     """
-    if prefer == "" and _SAFE_BARE.fullmatch(value):
+    if prefer == "" and _SAFE_BARE.fullmatch(value) and not value.startswith("~"):
         return value
-    if prefer in ("", "'") and "'" not in value and "\n" not in value and "\r" not in value:
+    literal = "'" not in value and "\n" not in value and "\r" not in value
+    if literal and (prefer in ("", "'") or any(c in value for c in _EXPANDED)):
         return f"'{value}'"
     escaped = (
         value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     )
+    # Only a value single quotes cannot hold (a ' or a line break) gets here:
+    # \$ and \` are escaped, so a shell sourcing the file never expands or runs
+    # it (a reader that knows no \$ keeps the backslash: a wrong value, never a
+    # command run).
+    escaped = escaped.replace("$", "\\$").replace("`", "\\`")
     return f'"{escaped}"'
 
 

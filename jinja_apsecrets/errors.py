@@ -9,6 +9,7 @@ names, paths and reasons.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from jinja2 import TemplateSyntaxError
@@ -22,6 +23,7 @@ __all__ = [
     "SecretReferenceSyntaxError",
     "SecretValidationError",
     "SecretsError",
+    "yaml_problem",
 ]
 
 VALIDATION = "VALIDATION"
@@ -240,3 +242,27 @@ def _rebuild_syntax(
     return SecretReferenceSyntaxError(
         message, lineno, name, filename, provider=provider, path=path, hint=hint
     )
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parser error as ``problem at line N``, without the file's text.
+
+    PyYAML quotes what it read: ``found undefined alias 'Sup3r'`` for a
+    password written unquoted as ``*Sup3r``, a tag's name, an escape. Only its
+    own vocabulary stays quoted (``'<scalar>'``, ``','``); anything else
+    quoted becomes ``'...'``."""
+
+    def keep(m: re.Match[str]) -> str:
+        inner = m.group(1)
+        ours = (inner.startswith("<") and inner.endswith(">")) or (
+            len(inner) == 1 and not inner.isalnum()
+        )
+        return m.group(0) if ours else "'...'"
+
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or "invalid YAML"
+    return _QUOTED.sub(keep, str(problem)) + where

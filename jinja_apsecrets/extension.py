@@ -34,13 +34,15 @@ import logging
 import re
 from collections.abc import Mapping
 from functools import partial
+from types import CodeType
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from jinja2 import nodes, pass_context, pass_eval_context
-from jinja2.environment import Environment
+from jinja2.environment import Environment, Template, TemplateModule
 from jinja2.ext import Extension
 from jinja2.lexer import TokenStream
-from jinja2.nativetypes import NativeCodeGenerator
+from jinja2.nativetypes import NativeCodeGenerator, NativeTemplate
 from jinja2.nodes import EvalContext
 from jinja2.parser import Parser
 from jinja2.runtime import Context
@@ -61,13 +63,16 @@ from .functions import (
 from .prefetch import (
     CALL_FILTER,
     MARK,
+    PREFETCH_FILTER,
     PREFETCH_TAG,
     RUN_TAG,
     RUN_TOKEN,
     SCOPE_TOKEN,
+    VALUE_FILTER,
     PlannedRun,
     Scope,
     collect_static_refs,
+    manifest_of,
     plan_tokens,
 )
 from .reference import SEPARATOR, Reference, Segment, TemplateScanner
@@ -79,10 +84,9 @@ __all__ = ["SecretsExtension"]
 
 log = logging.getLogger("jinja_apsecrets")
 
-# Internal filters the compiled code calls: a filter is called directly, where
-# a global function goes through Context.call on every call.
-PREFETCH_FILTER = "__apsecrets_prefetch__"
-VALUE_FILTER = "__apsecrets_value__"
+# Internal filters the compiled code calls (PREFETCH_FILTER, VALUE_FILTER,
+# CALL_FILTER, named in prefetch): a filter is called directly, where a global
+# function goes through Context.call on every call.
 
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
@@ -122,6 +126,9 @@ class SecretsExtension(Extension):
         environment.filters[CALL_FILTER] = _call_filter
         environment.filters[VALUE_FILTER] = _value_filter
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
+        fresh = _FRESH_MODULES.get(environment.template_class)
+        if fresh is not None:
+            environment.template_class = fresh
 
     def bind(self, environment: Environment) -> SecretsExtension:
         """A copy for an overlay environment, whose install method is its own
@@ -441,6 +448,11 @@ def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
             if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
                 return entry[2]
         return secret(context, *args)
+    env = context.environment
+    if env.sandboxed:
+        # What Jinja compiles a call to in a sandbox: its safety check first
+        # (an unsafe callable bound to the name ``secret`` is refused there too).
+        return env.call(context, fn, *args, **kwargs)  # type: ignore[attr-defined]
     return context.call(fn, *args, **kwargs)
 
 
@@ -450,3 +462,81 @@ def _value_filter(eval_ctx: EvalContext, value: Any) -> Any:
     if isinstance(value, Pending):
         return value.printed(bool(eval_ctx.autoescape))
     return value
+
+
+# -- imported templates ------------------------------------------------------------------
+
+#: Names in compiled code that mark a template reading secrets besides its static
+#: references (a ``secret()`` call, the ``resolve_secrets`` filter).
+_SECRET_NAMES = frozenset({CALL_FILTER, "resolve_secrets"})
+_holds: WeakKeyDictionary[Template, bool] = WeakKeyDictionary()
+
+
+def _reads_secrets(template: Template, seen: set[str] | None = None) -> bool:
+    """Whether rendering ``template``, or a template it loads by a constant
+    name, reads secrets (memoized per compiled template)."""
+    known = _holds.get(template)
+    if known is not None:
+        return known
+    seen = set() if seen is None else seen
+    seen.add(template.name or "")
+    refs, deps = manifest_of(template)
+    found = bool(refs)
+    if not found:
+        funcs = [template.root_render_func, *template.blocks.values()]
+        todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+        while todo and not found:
+            for const in todo.pop().co_consts:
+                if isinstance(const, str) and const in _SECRET_NAMES:
+                    found = True
+                    break
+                if isinstance(const, CodeType):
+                    todo.append(const)
+    for dep in deps if not found else ():
+        try:
+            name = template.environment.join_path(dep, template.name or "")
+            if name in seen:
+                continue
+            if _reads_secrets(template.environment.get_template(name), seen):
+                found = True
+                break
+        except Exception:  # noqa: S112 - the tag that loads it reports that itself
+            continue
+    _holds[template] = found
+    return found
+
+
+class _FreshModules:
+    """Jinja keeps an imported template's rendered module on the template (in
+    the template cache) and serves it to every later ``{% import %}`` and
+    ``{% from ... import %}``: a template that reads secrets would keep their
+    values there past their TTL, ``invalidate()`` and rotation (DESIGN rule 1).
+    Such a template's module is rendered again on each import, as Jinja does
+    for ``with context`` imports; other templates keep Jinja's cache."""
+
+    def _get_default_module(self, ctx: Context | None = None) -> TemplateModule:
+        module: TemplateModule = super()._get_default_module(ctx)  # type: ignore[misc]
+        if _reads_secrets(self):  # type: ignore[arg-type]
+            setattr(self, "_module", None)  # noqa: B010 - Template's attribute, not ours
+        return module
+
+    async def _get_default_module_async(self, ctx: Context | None = None) -> TemplateModule:
+        module: TemplateModule = await super()._get_default_module_async(ctx)  # type: ignore[misc]
+        if _reads_secrets(self):  # type: ignore[arg-type]
+            setattr(self, "_module", None)  # noqa: B010 - Template's attribute, not ours
+        return module
+
+
+class SecretsTemplate(_FreshModules, Template):
+    """``jinja2.Template`` whose imported module is not kept when it reads secrets."""
+
+
+class SecretsNativeTemplate(_FreshModules, NativeTemplate):
+    """``NativeTemplate`` whose imported module is not kept when it reads secrets."""
+
+
+#: Template classes replaced when the extension is added (a custom class is kept).
+_FRESH_MODULES: dict[type[Template], type[Template]] = {
+    Template: SecretsTemplate,
+    NativeTemplate: SecretsNativeTemplate,
+}

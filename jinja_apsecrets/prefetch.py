@@ -51,8 +51,10 @@ __all__ = [
     "BLOCK_MARK",
     "CALL_FILTER",
     "MARK",
+    "PREFETCH_FILTER",
     "PREFETCH_TAG",
     "RUN_TAG",
+    "VALUE_FILTER",
     "PlannedRun",
     "Scope",
     "collect_static_refs",
@@ -68,6 +70,12 @@ BLOCK_MARK = "__apsecrets_block__"
 RUN_TAG = "__apsecrets__"
 PREFETCH_TAG = "__apsecrets_prefetch__"
 CALL_FILTER = "__apsecrets_call__"
+PREFETCH_FILTER = "__apsecrets_prefetch__"
+VALUE_FILTER = "__apsecrets_value__"
+#: Only plan_tokens may name these filters: written in a template, the prefetch
+#: filter would store what the template chose under another template's cache
+#: key, and the call filter would call anything.
+_INTERNAL_FILTERS = frozenset({CALL_FILTER, PREFETCH_FILTER, VALUE_FILTER})
 #: Token types only this module creates: the lexer never yields them, so a
 #: template cannot forge a run or a prefetch.
 RUN_TOKEN = "apsecrets_run"
@@ -185,6 +193,10 @@ def plan_tokens(
     while i < n:
         token = tokens[i]
         kind = token.type
+        if kind == "name" and token.value in _INTERNAL_FILTERS:
+            raise TemplateSyntaxError(
+                f"{token.value} is internal to jinja_apsecrets", token.lineno, name, stream.filename
+            )
         if kind in _TAG_BEGIN and i + 1 < n and tokens[i + 1].type == "name":
             tag = tokens[i + 1].value
             if tag == RUN_TAG:

@@ -17,7 +17,11 @@ piece of a value are returned unchanged, so ``can only concatenate str (not
 A value spread out by a one-character separator (``value | join("-")``) is
 caught too: the same windows are looked for in every second character. What
 this does not catch: a value spread wider, encoded (base64, hex) or cut into
-pieces of fewer than 4 characters. Callers that show
+pieces of fewer than 4 characters. Base64 is caught too (the library's own
+``b64encode`` filter makes it, and ``{{ d[secret(..) | b64encode] }}`` quotes it):
+each value's base64 text is remembered as well, standard and URL-safe, at the
+three alignments a value can have inside a longer encoded text, keeping only
+the characters that depend on the value alone. Callers that show
 an error to people who must not see values should still prefer messages built
 from names and paths (as :class:`~jinja_apsecrets.errors.SecretsError` is).
 
@@ -28,10 +32,13 @@ never pickled with its values: a pickled redactor comes back empty.
 
 from __future__ import annotations
 
+import base64
 import re
 import threading
 from collections.abc import Iterable
 from typing import Any
+
+from . import forksafe
 
 __all__ = ["PIECE", "PLACEHOLDER", "Redactor", "fold"]
 
@@ -78,6 +85,12 @@ class Redactor:
         self._pieces: dict[str, int] = {}  # folded 4-character window -> values holding it
         self._short: dict[str, int] = {}  # folded values shorter than PIECE
         self._pattern: re.Pattern[str] | None = None
+        forksafe.track(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: a new lock (a thread of the parent may have held
+        the old one while it forked); the values are kept."""
+        self._lock = threading.Lock()
 
     # -- remembering ---------------------------------------------------------------
 
@@ -90,10 +103,14 @@ class Redactor:
                 return
             self._values[value] = None
             self._count(value, 1)
+            for form in _encoded(value):
+                self._count(form, 1, reverse=False)
             while len(self._values) > self.maxsize:
                 oldest = next(iter(self._values))
                 del self._values[oldest]
                 self._count(oldest, -1)
+                for form in _encoded(oldest):
+                    self._count(form, -1, reverse=False)
 
     def update(self, values: Iterable[str]) -> None:
         for value in values:
@@ -101,7 +118,7 @@ class Redactor:
 
     __call__ = add
 
-    def _count(self, value: str, step: int) -> None:
+    def _count(self, value: str, step: int, *, reverse: bool = True) -> None:
         folded = fold(value)
         if len(folded) < PIECE:
             keys: Iterable[str] = {folded, folded[::-1]}
@@ -109,7 +126,8 @@ class Redactor:
             self._pattern = None
         else:
             keys = {folded[i : i + PIECE] for i in range(len(folded) - PIECE + 1)}
-            keys = keys | {k[::-1] for k in keys}
+            if reverse:
+                keys = keys | {k[::-1] for k in keys}
             table = self._pieces
         for key in keys:
             left = table.get(key, 0) + step
@@ -164,17 +182,7 @@ class Redactor:
         if pattern is not None:
             for m in pattern.finditer(folded):
                 covered[m.start() : m.end()] = b"\1" * (m.end() - m.start())
-        spans: list[tuple[int, int]] = []
-        start = None
-        for i, flag in enumerate(covered):
-            if flag and start is None:
-                start = i
-            elif not flag and start is not None:
-                spans.append((start, i))
-                start = None
-        if start is not None:
-            spans.append((start, len(text)))
-        return spans
+        return _runs(covered)
 
     def holds_value(self, text: str) -> bool:
         """Whether ``text`` holds a remembered value or a piece of one."""
@@ -182,7 +190,31 @@ class Redactor:
 
     def redact(self, text: str) -> str:
         """``text`` with every piece of a remembered value replaced by the placeholder."""
-        spans = self._spans(text)
+        return self._replace(text, self._spans(text))
+
+    def redact_values(self, text: str) -> str:
+        """``text`` with every whole remembered value (of at least :data:`PIECE`
+        characters, any case, or reversed) replaced by the placeholder.
+
+        For the library's own errors, whose paths are written by the template
+        and so may be computed from a value (``secret("aws", "db:" ~
+        secret(..) | lower)``); pieces are not looked for there, since a path
+        often shares a few characters with a value (``app`` in ``app:user``)."""
+        if not text:
+            return text
+        folded = fold(text)
+        with self._lock:
+            values = [fold(v) for v in self._values if len(v) >= PIECE]
+        covered = bytearray(len(text))
+        for value in values:
+            for needle in (value, value[::-1]):
+                i = folded.find(needle)
+                while i >= 0:
+                    covered[i : i + len(needle)] = b"\1" * len(needle)
+                    i = folded.find(needle, i + 1)
+        return self._replace(text, _runs(covered))
+
+    def _replace(self, text: str, spans: list[tuple[int, int]]) -> str:
         if not spans:
             return text
         out, pos = [], 0
@@ -197,8 +229,9 @@ class Redactor:
         in place (their ``args``, and ``name``/``templates`` of Jinja's
         ``TemplateNotFound``); returns ``error``.
 
-        The library's own errors are left alone: their messages are built from
-        names and paths, never values.
+        The library's own errors are built from names and paths: only whole
+        values are taken out of them (a path may be computed from a value), see
+        :meth:`redact_values`.
         """
         from .errors import SecretsError
 
@@ -206,10 +239,20 @@ class Redactor:
         current: BaseException | None = error
         while current is not None and id(current) not in seen:
             seen.add(id(current))
-            if not isinstance(current, SecretsError):
+            if isinstance(current, SecretsError):
+                self._redact_library_error(current)
+            else:
                 self._redact_one(current)
             current = current.__cause__ or current.__context__
         return error
+
+    def _redact_library_error(self, error: Any) -> None:
+        # Built from names and paths; a path computed from a value holds it whole.
+        error.args = tuple(self.redact_values(a) if isinstance(a, str) else a for a in error.args)
+        for attr in ("path", "hint"):
+            value = getattr(error, attr, None)
+            if isinstance(value, str):
+                setattr(error, attr, self.redact_values(value))
 
     def _redact_one(self, error: BaseException) -> None:
         def scrub(item: Any) -> Any:
@@ -238,6 +281,45 @@ class Redactor:
     def __reduce__(self) -> tuple[Any, ...]:
         # Never pickle the values: an unpickled redactor starts empty.
         return (_rebuild, (self.placeholder, self.maxsize))
+
+
+def _runs(covered: bytearray) -> list[tuple[int, int]]:
+    """The ``(start, end)`` runs of set flags in ``covered``."""
+    spans: list[tuple[int, int]] = []
+    start = None
+    for i, flag in enumerate(covered):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            spans.append((start, i))
+            start = None
+    if start is not None:
+        spans.append((start, len(covered)))
+    return spans
+
+
+_URLSAFE = str.maketrans("+/", "-_")
+
+
+def _encoded(value: str) -> set[str]:
+    """The base64 texts of ``value`` (standard and URL-safe) that hold at
+    least :data:`PIECE` characters depending on the value alone.
+
+    Inside a longer encoded text the value starts at a byte offset ``k`` of 0,
+    1 or 2 within a 3-byte group; character ``i`` of the encoding covers bits
+    ``6i`` to ``6i + 6``, so the characters fully inside the value's bits
+    ``8k`` to ``8(k + n)`` are the same whatever surrounds it."""
+    raw = value.encode("utf-8", "surrogatepass")
+    forms: set[str] = set()
+    for k in range(3):
+        text = base64.b64encode(b"\0" * k + raw).decode("ascii")
+        first = -(-8 * k // 6)  # ceil: the first character with no bit before the value
+        last = 8 * (k + len(raw)) // 6  # the characters with no bit after it
+        part = text[first:last]
+        if len(part) >= PIECE:
+            forms.add(part)
+            forms.add(part.translate(_URLSAFE))
+    return forms
 
 
 def _rebuild(placeholder: str, maxsize: int) -> Redactor:

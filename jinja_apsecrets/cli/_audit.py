@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from ..errors import SecretsError
+from ..redaction import Redactor
 from ..resolver import Resolver
 
 __all__ = ["FIELDS", "AuditLog", "Reporter", "fan_out", "library_logging"]
@@ -52,15 +53,21 @@ class AuditLog:
     on disk as soon as the lookup is done, even if the command later fails.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, redactor: Redactor | None = None) -> None:
         self.path = path
+        #: Takes whole values out of paths: a template may compute a path from a
+        #: value (``secret("aws", "db:" ~ secret(..))``).
+        self.redactor = redactor
         self._lock = threading.Lock()
         self._fd: int | None = None
         if path != "-":
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(record(event), ensure_ascii=False) + "\n"
+        out = record(event)
+        if self.redactor is not None and isinstance(out["path"], str):
+            out["path"] = self.redactor.redact_values(out["path"])
+        line = json.dumps(out, ensure_ascii=False) + "\n"
         with self._lock:
             if self._fd is None:
                 click.echo(line, err=True, nl=False)
@@ -130,23 +137,35 @@ def fan_out(*hooks: AuditHook | None) -> AuditHook | None:
 
 
 class _EchoHandler(logging.Handler):
-    """Log records to click's standard error (so tests' runners capture them)."""
+    """Log records to click's standard error (so tests' runners capture them).
+
+    The library logs names and paths, never values; but a path may be computed
+    from a value (``secret("aws", "db:" ~ secret(..))``), so whole values are
+    taken out with the run's redactor."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self.redactor = redactor
 
     def emit(self, rec: logging.LogRecord) -> None:
         try:
-            click.echo(f"{rec.levelname.lower()}: {self.format(rec)}", err=True)
+            text = self.format(rec)
+            if self.redactor is not None:
+                text = self.redactor.redact_values(text)
+            click.echo(f"{rec.levelname.lower()}: {text}", err=True)
         except Exception:  # a log line must never break a render
             self.handleError(rec)
 
 
 @contextmanager
-def library_logging(verbosity: int) -> Iterator[None]:
+def library_logging(verbosity: int, redactor: Redactor | None = None) -> Iterator[None]:
     """Show the library's log on standard error while the command runs:
     warnings always, info with ``-v``, debug with ``-vv``. The library never
-    logs values (DESIGN.md), so neither does this."""
+    logs values (DESIGN.md); ``redactor`` (the run's) takes out a value that a
+    template put into a path."""
     logger = logging.getLogger("jinja_apsecrets")
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    handler = _EchoHandler()
+    handler = _EchoHandler(redactor)
     handler.setLevel(level)
     old_level, old_propagate = logger.level, logger.propagate
     logger.addHandler(handler)

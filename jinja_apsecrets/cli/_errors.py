@@ -165,7 +165,7 @@ def describe(
             ref = f" [{error.provider}|{error.path}]" if error.provider and error.path else ""
             hint = hint_for(error)
             lines = [f"error: {error.code}: {error.message}{ref}{where}"]
-            return [*lines, f"hint: {hint}"] if hint else lines
+            return _whole_values_out([*lines, f"hint: {hint}"] if hint else lines, redactor)
         return [f"error: template syntax: {error.message}{where}"]
     if isinstance(error, SecretsError):
         location = error.location
@@ -177,7 +177,7 @@ def describe(
         ref = f" [{error.provider}|{error.path}]" if error.provider and error.path else ""
         hint = hint_for(error)
         lines = [f"error: {error.code}: {error.message}{ref}{where}"]
-        return [*lines, f"hint: {hint}"] if hint else lines
+        return _whole_values_out([*lines, f"hint: {hint}"] if hint else lines, redactor)
     if isinstance(error, jinja2.TemplateNotFound):
         loaded = f" (loaded by {template})" if template else ""
         name = str(error.name)
@@ -206,6 +206,14 @@ def describe(
         "hint: the message is not shown, as it may quote a value; check the filters and "
         "expressions on that line",
     ]
+
+
+def _whole_values_out(lines: list[str], redactor: Redactor | None) -> list[str]:
+    """The lines of a library error without any whole value: its path is
+    written by the template and may be computed from one."""
+    if redactor is None:
+        return lines
+    return [redactor.redact_values(line) for line in lines]
 
 
 def report(

@@ -157,9 +157,9 @@ def session(
     attached; closed after. ``near``: the templates, beside which the config
     is looked for (see :func:`load_resolver`)."""
     run = current_run()
-    with library_logging(reporter.verbosity):
+    with library_logging(reporter.verbosity, run.redactor):
         try:
-            log = AuditLog(audit_log) if audit_log else None
+            log = AuditLog(audit_log, run.redactor) if audit_log else None
         except OSError as exc:
             raise UsageProblem(f"{audit_log}: cannot open audit log: {exc.strerror}") from None
         try:

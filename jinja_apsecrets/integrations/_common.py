@@ -191,19 +191,28 @@ class _ThrottleFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not (isinstance(record.msg, str) and record.msg.startswith(_MISSING_WARNING)):
             return True
-        throttle = _render_throttle()
-        if throttle is None:
+        env = _render_env()
+        if env is None:
             return True
+        throttle = getattr(env, "secret_warning_throttle", None)
         args = record.args if isinstance(record.args, tuple) else ()
-        return throttle.allow(tuple(args[:2]))
+        if isinstance(throttle, MissingWarningThrottle) and not throttle.allow(tuple(args[:2])):
+            return False
+        handler = env.__dict__.get("handle_exception")
+        if isinstance(handler, RedactingErrors) and len(args) > 1 and isinstance(args[1], str):
+            # The path is written by the template and may be computed from a
+            # value (secret("aws", "db:" ~ secret(..))): no whole value in the log.
+            record.args = (args[0], handler.redactor.redact_values(args[1]), *args[2:])
+        return True
 
 
-def _render_throttle() -> MissingWarningThrottle | None:
+def _render_env() -> jinja2.Environment | None:
+    """The environment of the template rendering on this thread's stack."""
     frame = sys._getframe(1)
     while frame is not None:
         template = frame.f_globals.get("__jinja_template__")
         if template is not None:
-            found = getattr(template.environment, "secret_warning_throttle", None)
-            return found if isinstance(found, MissingWarningThrottle) else None
+            env: jinja2.Environment = template.environment
+            return env
         frame = frame.f_back  # type: ignore[assignment]
     return None

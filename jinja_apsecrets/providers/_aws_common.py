@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -169,6 +170,19 @@ def mentions_kms(message: str) -> bool:
 # session: a fresh loader costs ~100 ms of CPU per client.
 _loader_lock = threading.Lock()
 _loader: botocore.loaders.Loader | None = None
+
+
+def _new_locks_after_fork() -> None:
+    # A pool thread of the parent may have held one (building the first client,
+    # attaching the log guard) while the process forked: the child's copy would
+    # stay held forever.
+    global _loader_lock
+    _loader_lock = threading.Lock()
+    _LogGuard._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 def _botocore_session() -> botocore.session.Session:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import SecretConnectionError, SecretNotFoundError, SecretsError
+from ..errors import SecretConnectionError, SecretNotFoundError, SecretsError, yaml_problem
 from .base import (
     Document,
     FetchResult,
@@ -158,15 +158,19 @@ class FileProvider(Provider):
                 provider=self.name,
             ) from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
             raise SecretConnectionError(
-                f"Cannot parse secrets file {file} as YAML: {problem}{where}",
+                f"Cannot parse secrets file {file} as YAML: {yaml_problem(exc)}",
                 provider=self.name,
             ) from None
         if data is None:
-            data = {}
+            # An empty document is what a reader sees while the file is being
+            # rewritten (truncated, not yet filled), as an empty JSON file is
+            # a parse error: the file could not answer, which no missing-secret
+            # policy softens (never "password=" and exit 0).
+            raise SecretConnectionError(
+                f"Secrets file {file} holds no secrets (empty; being written?)",
+                provider=self.name,
+            )
         if not isinstance(data, Mapping):
             raise SecretConnectionError(
                 f"Secrets file {file} must hold a mapping of secretName to keys and values",

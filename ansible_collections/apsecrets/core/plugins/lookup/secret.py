@@ -95,7 +95,13 @@ class LookupModule(LookupBase):
         on_missing = common.check_on_missing(PREFIX, self.get_option("on_missing"))
         default = self.get_option("default")
         refs = common.parse_terms(PREFIX, terms)
-        resolver = common.resolver_for(PREFIX, self.get_option("config"), variables, variable="")
+        config = self.get_option("config")
+        if isinstance(config, str) and self._templar is not None:
+            # Filled from the apsecrets_config variable as written (lookups get
+            # variables untemplated): "{{ playbook_dir }}/x.yaml" as the
+            # template action and the filter read it.
+            config = self._templar.template(config)
+        resolver = common.resolver_for(PREFIX, config, variables, variable="")
         keys = [ref.key for ref in refs]
         display.vvv(f"{PREFIX}: resolving {len(keys)} reference(s) ({len(set(keys))} distinct)")
         values = common.settle(PREFIX, resolver.get_many(keys), on_missing, default)

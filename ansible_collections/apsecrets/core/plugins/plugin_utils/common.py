@@ -14,8 +14,9 @@ from typing import Any
 from ansible.errors import AnsibleError
 
 from ansible_collections.apsecrets.core.plugins.plugin_utils import registry
-from jinja_apsecrets import Reference, Resolver, SecretNotFoundError, SecretsError
+from jinja_apsecrets import Reference, Resolver, SecretNotFoundError, SecretsError, SecretText
 from jinja_apsecrets.integrations.ansible.config import CONFIG_VARIABLE, find_config
+from jinja_apsecrets.redaction import Redactor
 from jinja_apsecrets.reference import SEPARATOR, parse_bare
 
 try:  # ansible-core < 2.23: the documented way to mark values unsafe
@@ -27,8 +28,24 @@ ON_MISSING = ("error", "undefined", "keep")
 
 
 def unsafe(value: Any) -> Any:
-    """``value`` (nested) marked unsafe: Ansible never templates it again."""
+    """``value`` (nested) marked unsafe: Ansible never templates it again.
+
+    Resolved values come as :class:`~jinja_apsecrets.SecretText`; Ansible's
+    variable storage knows only exact types (it warns, "Type 'SecretText' is
+    unsupported", on every task that stores one), so they become plain
+    ``str`` first. Hiding values is ``no_log``'s job in Ansible."""
+    value = _plain(value)
     return value if _wrap_var is None else _wrap_var(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretText):
+        return str.__str__(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value) if type(value) in (list, tuple) else value
+    return value
 
 
 def canonical(connection: str, path: str) -> str:
@@ -45,8 +62,15 @@ def describe(error: SecretsError) -> str:
 
 
 def error_text(prefix: str, errors: Iterable[SecretsError]) -> str:
-    """One message naming each failed reference with its code; no value."""
-    return f"{prefix}: " + "; ".join(describe(e) for e in errors)
+    """One message naming each failed reference with its code; no value.
+
+    A path is written by the playbook and may be computed from a value handed
+    out before (``'local|ap_sep_v1|app:' ~ lookup(...)``): the values this
+    process handed to Ansible are taken out of it whole."""
+    text = f"{prefix}: " + "; ".join(describe(e) for e in errors)
+    redactor = Redactor()
+    redactor.update(registry.known_values())
+    return redactor.redact_values(text)
 
 
 def resolver_for(
