@@ -223,6 +223,10 @@ class Fetcher:
 
     def _join(self, owned: Claims, keys: Mapping[Key, Connection]) -> list[Round]:
         """File ``owned`` claims in rounds; the rounds this caller leads."""
+        # SDKs are imported here, on the caller's thread, never in the pool
+        # (see Provider.prepare: an import there can hang a forked worker).
+        for conn in {id(keys[key]): keys[key] for key in owned}.values():
+            conn.provider.prepare()
         led: list[Round] = []
         with self._lock:
             for key, future in owned.items():

@@ -154,6 +154,41 @@ class TestPoolSize:
         resolver.close()
 
 
+class LazySdk(MemoryProvider):
+    """Test double: its "SDK" is a module written by the test, imported lazily."""
+
+    sdk_modules = ("apsecrets_fake_sdk", "apsecrets_no_such_sdk")
+
+
+class TestSdkImportsOnTheCallersThread:
+    """An SDK is imported on the thread that asks for a round, never in the
+    pool: in a process forked while a lock was held (Ansible's workers hold its
+    display lock), a pool thread's import-time warning on stderr hung the worker."""
+
+    def test_prepared_before_the_pool(
+        self, store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "apsecrets_fake_sdk.py").write_text(
+            "import threading\nIMPORTED_ON = threading.current_thread().name\n"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.delitem(sys.modules, "apsecrets_fake_sdk", raising=False)
+        STORE["s"] = {"k": "v"}
+        resolver = Resolver(timer=FakeClock())
+        resolver.add_connection(LazySdk("mem", {"batch": 1}))
+        assert resolver.get("mem", "s:k") == "v"
+        imported_on = sys.modules["apsecrets_fake_sdk"].IMPORTED_ON
+        assert imported_on == threading.current_thread().name
+        resolver.close()
+
+    def test_a_missing_sdk_is_left_to_fetch(self, store: Any) -> None:
+        STORE["s"] = {"k": "v"}
+        provider = LazySdk("mem")
+        provider.sdk_modules = ("apsecrets_no_such_sdk",)
+        provider.prepare()  # no ImportError: fetch reports a missing SDK with its hint
+        assert "apsecrets_no_such_sdk" not in sys.modules
+
+
 class TestRequestLog:
     def test_one_info_line_per_backend_request(
         self, secrets: Any, caplog: pytest.LogCaptureFixture

@@ -223,6 +223,8 @@ class AwsBase(Provider):
     """Base of the AWS providers: fields, client, errors. Subclasses set
     :attr:`service` and :attr:`service_title` and add paths and calls."""
 
+    sdk_modules = ("boto3.session", "botocore.exceptions", "botocore.parsers")
+
     #: boto3's service name.
     service: ClassVar[str]
     #: The service as messages name it.

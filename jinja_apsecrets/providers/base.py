@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import enum
+import importlib
 import json
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Union
@@ -285,6 +288,24 @@ class Provider(abc.ABC):
         size = max(1, self.max_batch)
         items = list(ids)
         return [items[i : i + size] for i in range(0, len(items), size)]
+
+    #: Modules :meth:`fetch` imports lazily (the SDK), imported by :meth:`prepare`.
+    sdk_modules: ClassVar[tuple[str, ...]] = ()
+
+    def prepare(self) -> None:
+        """Import :attr:`sdk_modules`, on the thread that asks for a round,
+        before its fetches go to the resolver's pool.
+
+        An import inside a pool thread can hang a forked process: Ansible forks
+        its workers while holding its display lock, which the child's main
+        thread then owns, so a pool thread writing an import-time warning to
+        stderr (urllib3's, on importing requests) waits forever. Never raises:
+        a missing SDK is reported by :meth:`fetch` with its install hint.
+        """
+        for module in self.sdk_modules:
+            if module not in sys.modules:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(module)
 
     @abc.abstractmethod
     def fetch(self, ids: Sequence[SecretId]) -> FetchResult:

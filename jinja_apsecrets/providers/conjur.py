@@ -93,6 +93,7 @@ class ConjurProvider(Provider):
     """
 
     id = "cyberark-conjur"
+    sdk_modules = ("requests", "urllib3.util.retry")
     fields = {
         "url": Field(str, required=True, doc="Conjur appliance URL, https://conjur.example.com"),
         "organizationAccountName": Field(str, required=True, doc="Conjur account"),

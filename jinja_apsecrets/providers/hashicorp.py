@@ -147,6 +147,7 @@ class VaultProvider(Provider):
     """HashiCorp Vault / OpenBao KV secrets. See the module docstring."""
 
     id = "hashicorp"
+    sdk_modules = ("hvac", "hvac.exceptions", "requests", "urllib3.util.retry")
     fields = {
         "url": Field(
             str, doc="the server address, e.g. https://vault.example.com:8200; else VAULT_ADDR"

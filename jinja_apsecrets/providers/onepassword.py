@@ -222,6 +222,7 @@ class OnePasswordProvider(Provider):
     """
 
     id = "onepassword"
+    sdk_modules = ("onepassword.client", "onepassword.errors", "pydantic")
     fields = {
         "serviceAccountToken": Field(
             str, secret=True, doc=f"service account token; defaults to ${TOKEN_ENV}"
