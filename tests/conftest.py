@@ -1,4 +1,6 @@
-"""Shared fixtures: an in-memory provider that counts fetches, a fake clock."""
+"""Shared fixtures: an in-memory provider that counts fetches, a fake clock, and
+the real servers (``moto``, ``bao``: one per test module, started on a free
+loopback port and stopped by PID; see servers.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 import jinja2
 import pytest
+from servers import Server, start_bao, start_moto
 from support import STORE, FakeClock, MemoryProvider
 
 from jinja_apsecrets import Resolver
@@ -61,3 +64,17 @@ def make_env(resolver: Resolver) -> Callable[..., jinja2.Environment]:
 @pytest.fixture
 def env(make_env: Callable[..., jinja2.Environment]) -> jinja2.Environment:
     return make_env()
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = start_bao(tmp_path_factory.mktemp("bao"))
+    yield server
+    server.stop()

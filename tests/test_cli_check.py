@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Server, closed_port, start_bao, start_moto
+from servers import Server, closed_port
 from test_cli import run, run_process
 
 from jinja_apsecrets.providers.aws import AwsProvider
@@ -58,20 +57,6 @@ class TestLocal:
 
 
 # -- real servers ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_bao(tmp_path_factory.mktemp("bao"))
-    yield server
-    server.stop()
 
 
 def aws(url: str) -> str:

@@ -15,13 +15,13 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import boto3
 import hvac
 import pytest
-from servers import Server, closed_port, start_bao, start_moto
+from servers import Server, closed_port
 from support import MemoryProvider
 
 from jinja_apsecrets.cli._environ import Source, references, resolve_values
@@ -425,20 +425,6 @@ class TestResolveValues:
 
 
 # -- real servers ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_bao(tmp_path_factory.mktemp("bao"))
-    yield server
-    server.stop()
 
 
 def aws(url: str) -> str:

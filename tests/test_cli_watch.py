@@ -20,7 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from servers import Server, bao_ready, closed_port, find_binary, start_bao, start_moto, start_server
+from servers import Server, bao_ready, closed_port, find_binary, start_bao, start_server
 from support import STORE, MemoryProvider, memory
 from test_cli import EXE, run
 
@@ -493,13 +493,6 @@ class TestProcessSignals:
         (project / "t.j2").write_text("password=<<local|ap_sep_v1|app:pw>>\n")
         wait_for(lambda: read(out) == "password=one-Secret\n", "the edit")
         assert w.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
 
 
 @pytest.mark.server

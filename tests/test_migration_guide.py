@@ -12,12 +12,11 @@ import re
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-from servers import Server, start_moto
+from servers import Server
 from test_cli import EXE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +36,6 @@ def commands(section: str) -> list[str]:
     blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
     lines = [line.strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if line.startswith("jinja-apsecrets ")]
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
 
 
 class TestTheGuideReads:

@@ -87,13 +87,6 @@ def render(resolver: Resolver, source: str) -> str:
     return env.from_string(source).render()
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def sm(moto: Server) -> Any:
     """An admin boto3 client on a freshly reset server."""

@@ -25,7 +25,7 @@ import pytest
 import requests
 from gateway import FlakyGateway, Step, flaky_gateway
 from requests.adapters import HTTPAdapter
-from servers import Server, closed_port, start_bao, start_bao_agent
+from servers import Server, closed_port, start_bao_agent
 
 from jinja_apsecrets.errors import SecretConnectionError, SecretNotFoundError, SecretValidationError
 from jinja_apsecrets.providers.base import Locator, SecretId
@@ -59,13 +59,6 @@ INVALID = [
 
 
 # -- server and fixtures --------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def bao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_bao(tmp_path_factory.mktemp("bao"))
-    yield server
-    server.stop()
 
 
 def approle(client: Any, role: str, policy: str, **settings: Any) -> dict[str, str]:

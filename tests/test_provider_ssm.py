@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.compat import HTTPHeaders
-from servers import Server, start_moto
+from servers import Server
 from test_cli import run
 from test_provider_aws import admin_session, moto_api
 
@@ -37,13 +37,6 @@ pytestmark = pytest.mark.server
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
-    yield server
-    server.stop()
 
 
 @pytest.fixture
