@@ -16,7 +16,7 @@
 Timings alternate between the two sides and report the best round of each,
 so a noisy shared machine affects both alike. Results go to benchmarks/results/core.md.
 
-    python benchmarks/bench_core.py [--quick]
+    python benchmarks/bench_core.py [--quick] [--only render|compile]
 """
 
 from __future__ import annotations
@@ -126,12 +126,105 @@ def side_by_side(
     return min(ta), min(tb)
 
 
+Row = tuple[str, float, float, str]
+
+
+def render_rows(
+    ext: jinja2.Environment,
+    plain: jinja2.Environment,
+    resolver: Resolver,
+    data: dict[str, dict[str, str]],
+    number: int,
+    rounds: int,
+) -> list[Row]:
+    """Part 1: warm renders, six shapes."""
+    rows: list[Row] = []
+    names = sorted(data)
+
+    def ref_text(i: int) -> str:
+        return f"<<local|ap_sep_v1|{names[i % len(names)]}:k{i % 5}>>"
+
+    def value(i: int) -> str:
+        return data[names[i % len(names)]][f"k{i % 5}"]
+
+    def shape(
+        label: str, ours: jinja2.Template, theirs: jinja2.Template, target: str, **kw: object
+    ) -> None:
+        # Warm the cache, and check both render the same text.
+        assert ours.render(**kw) == theirs.render(**kw), label
+        t_ours, t_theirs = side_by_side(
+            partial(ours.render, **kw), partial(theirs.render, **kw), number, rounds
+        )
+        rows.append((f"warm render {label}", t_ours, t_theirs, target))
+
+    for label, var_every, target in (
+        ("A: 200 refs, text only", 0, "<= 1.1x"),
+        ("B: a variable on every line", 1, "<= 1.5x"),
+        ("B10: a variable every 10 lines", 10, "<= 1.2x"),
+    ):
+        src, written = reference_template(data, 200, var_every)
+        shape(label, ext.from_string(src), plain.from_string(written), target, host="h")
+
+    refs = [("local", f"{names[i % len(names)]}:k{i % 5}") for i in range(200)]
+    vals = {p: data[p.split(":")[0]][p.split(":")[1]] for _, p in refs}
+    shape(
+        "C: secret() in a loop",
+        ext.from_string("{% for c, p in refs %}{{ secret(c, p) }}\n{% endfor %}"),
+        plain.from_string("{% for c, p in refs %}{{ vals[p] }}\n{% endfor %}"),
+        "<= 3x",
+        refs=refs,
+        vals=vals,
+    )
+
+    ext_d = jinja2.Environment(
+        extensions=["jinja_apsecrets.SecretsExtension"],
+        loader=jinja2.DictLoader(layout_templates(data, ref_text)),
+    )
+    ext_d.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    plain_d = jinja2.Environment(loader=jinja2.DictLoader(layout_templates(data, value)))
+    shape(
+        "D: extends, 4 blocks, a macro",
+        ext_d.get_template("page.j2"),
+        plain_d.get_template("page.j2"),
+        "<= 1.15x",
+    )
+
+    ext_e = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"], autoescape=True)
+    ext_e.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    src, written = reference_template(data, 200)
+    shape(
+        "E: A with autoescape",
+        ext_e.from_string(src),
+        jinja2.Environment(autoescape=True).from_string(written),
+        "<= 1.15x",
+    )
+    return rows
+
+
+def compile_rows(
+    ext: jinja2.Environment, plain: jinja2.Environment, data: dict[str, dict[str, str]], rounds: int
+) -> list[Row]:
+    """Part 2: compiling 1 MB templates."""
+    rows: list[Row] = []
+    for label, source in compile_sources(data):
+        ours, theirs = side_by_side(
+            lambda s=source: ext.compile(s), lambda s=source: plain.compile(s), 1, rounds
+        )
+        rows.append((f"compile 1 MB: {label}", ours, theirs, "<= 1.2x"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument(
+        "--only",
+        choices=("render", "compile"),
+        help="run one part; prints its rows and leaves the results file as it is",
+    )
     args = parser.parse_args()
     rounds, number = (3, 200) if args.quick else (15, 2000)
-    rows: list[tuple[str, float, float, str]] = []
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         data = secrets_file(tmp)
@@ -145,73 +238,10 @@ def main() -> int:
         ext = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"])
         ext.install_secret_resolver(resolver)  # type: ignore[attr-defined]
         plain = jinja2.Environment()
-
-        names = sorted(data)
-
-        def ref_text(i: int) -> str:
-            return f"<<local|ap_sep_v1|{names[i % len(names)]}:k{i % 5}>>"
-
-        def value(i: int) -> str:
-            return data[names[i % len(names)]][f"k{i % 5}"]
-
-        def shape(
-            label: str, ours: jinja2.Template, theirs: jinja2.Template, target: str, **kw: object
-        ) -> None:
-            # Warm the cache, and check both render the same text.
-            assert ours.render(**kw) == theirs.render(**kw), label
-            t_ours, t_theirs = side_by_side(
-                partial(ours.render, **kw), partial(theirs.render, **kw), number, rounds
-            )
-            rows.append((f"warm render {label}", t_ours, t_theirs, target))
-
-        for label, var_every, target in (
-            ("A: 200 refs, text only", 0, "<= 1.1x"),
-            ("B: a variable on every line", 1, "<= 1.5x"),
-            ("B10: a variable every 10 lines", 10, "<= 1.2x"),
-        ):
-            src, written = reference_template(data, 200, var_every)
-            shape(label, ext.from_string(src), plain.from_string(written), target, host="h")
-
-        refs = [("local", f"{names[i % len(names)]}:k{i % 5}") for i in range(200)]
-        vals = {p: data[p.split(":")[0]][p.split(":")[1]] for _, p in refs}
-        shape(
-            "C: secret() in a loop",
-            ext.from_string("{% for c, p in refs %}{{ secret(c, p) }}\n{% endfor %}"),
-            plain.from_string("{% for c, p in refs %}{{ vals[p] }}\n{% endfor %}"),
-            "<= 3x",
-            refs=refs,
-            vals=vals,
-        )
-
-        ext_d = jinja2.Environment(
-            extensions=["jinja_apsecrets.SecretsExtension"],
-            loader=jinja2.DictLoader(layout_templates(data, ref_text)),
-        )
-        ext_d.install_secret_resolver(resolver)  # type: ignore[attr-defined]
-        plain_d = jinja2.Environment(loader=jinja2.DictLoader(layout_templates(data, value)))
-        shape(
-            "D: extends, 4 blocks, a macro",
-            ext_d.get_template("page.j2"),
-            plain_d.get_template("page.j2"),
-            "<= 1.15x",
-        )
-
-        ext_e = jinja2.Environment(extensions=["jinja_apsecrets.SecretsExtension"], autoescape=True)
-        ext_e.install_secret_resolver(resolver)  # type: ignore[attr-defined]
-        src, written = reference_template(data, 200)
-        shape(
-            "E: A with autoescape",
-            ext_e.from_string(src),
-            jinja2.Environment(autoescape=True).from_string(written),
-            "<= 1.15x",
-        )
-
-        c_rounds = 3 if args.quick else 7
-        for label, source in compile_sources(data):
-            ours, theirs = side_by_side(
-                lambda s=source: ext.compile(s), lambda s=source: plain.compile(s), 1, c_rounds
-            )
-            rows.append((f"compile 1 MB: {label}", ours, theirs, "<= 1.2x"))
+        if args.only != "compile":
+            rows += render_rows(ext, plain, resolver, data, number, rounds)
+        if args.only != "render":
+            rows += compile_rows(ext, plain, data, 3 if args.quick else 7)
 
     lines = [
         "# Core benchmark results",
@@ -229,6 +259,8 @@ def main() -> int:
         )
     report = "\n".join(lines) + "\n"
     print(report)
+    if args.only:
+        return 0
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(report)
     return 0

@@ -75,7 +75,7 @@ from .prefetch import (
     manifest_of,
     plan_tokens,
 )
-from .reference import SEPARATOR, Reference, Segment, TemplateScanner
+from .reference import SEPARATOR, Reference, RefSpan, Span, TemplateScanner
 from .resolver import OnMissing, Resolver
 from .runs import Pending, Ref, RenderCache, Run, conceal_found, render_runs, runs_from_spec
 from .values import SecretText
@@ -163,104 +163,122 @@ class SecretsExtension(Extension):
         if SEPARATOR not in source:
             return source
         original = source
-        # Jinja's lexer reads "\r\n" and a lone "\r" as line breaks: scan what it will see.
-        source = _NEWLINES.sub("\n", source)
-        segments = list(self._get_scanner().scan(source))
-        if not any(s.ref is not None for s in segments):
-            return original
+        if "\r" in source:
+            # Jinja's lexer reads "\r\n" and a lone "\r" as line breaks: scan what it will see.
+            source = _NEWLINES.sub("\n", source)
+        # References and Jinja syntax, in order; plain text lies between them.
+        spans = list(self._get_scanner().spans(source))
         env = self.environment
+        block_start, block_end = env.block_start_string, env.block_end_string
         # The lexer reads a line break in a string back as newline_sequence.
         extra = len(env.newline_sequence) - 1
         out: list[str] = []
-        run: list[int] = []  # indices of the run's reference segments
         pos = 0  # source is copied up to here
+        k = -1  # index in spans of the run's first reference
+        previous: RefSpan | None = None  # the run's last reference
 
-        def close() -> None:
+        def close(m: int) -> None:
+            """Write the run of ``spans[k:m + 1]`` (references and text) as a tag."""
             nonlocal pos
-            if not run:
-                return
-            k, m = run[0], run[-1]
-            refs = [segments[i].ref for i in run]
-            first, last = refs[0], refs[-1]
+            first, last = spans[k][2], spans[m][2]
             assert first is not None
             assert last is not None
-            begin = env.block_start_string + ("-" if first.strip_before else "+")
-            end = ("-" if last.strip_after else "+") + env.block_end_string
-            start = max(pos, self._lead(source, segments, k))
-            if start == first.start:
-                start = self._tag_start(source, pos, first.start, begin)
-            stop = self._tail(source, segments, m)
-            numbers: list[int] = []
+            begin = block_start + ("-" if first[6] else "+")
+            end = ("-" if last[7] else "+") + block_end
+            start = max(pos, self._lead(source, spans, k))
+            if start == first[0]:
+                start = self._tag_start(source, pos, first[0], begin)
+            stop = self._tail(source, spans, m)
+            # Seven numbers a reference (see runs.Run): offsets as the lexer
+            # reads the run's text, and the reference's line within the run.
+            layout: list[str] = []
             at = lines = 0  # offset (as the lexer reads it) and line of `here`
             here = start
-            for ref in refs:
+            for i in range(k, m + 1):
+                ref = spans[i][2]
                 assert ref is not None
-                breaks = source.count("\n", here, ref.start)
-                at += ref.start - here + extra * breaks
+                ref_start, ref_end, conn_start, conn_end, path_start, path_end = ref[:6]
+                breaks = source.count("\n", here, ref_start)
+                at += ref_start - here + extra * breaks
                 lines += breaks
-                here = ref.start
-                conn_at = ref.text.find(ref.connection)
-                path_at = ref.text.find(ref.path, ref.text.find(SEPARATOR) + len(SEPARATOR))
-                numbers += [at, len(ref.text), at + conn_at, len(ref.connection)]
-                numbers += [at + path_at, len(ref.path), lines]
-            layout = _literal(" ".join(map(str, numbers)))
+                here = ref_start
+                conn_at, path_at = at + conn_start - ref_start, at + path_start - ref_start
+                layout.append(
+                    f"{at} {ref_end - ref_start} {conn_at} {conn_end - conn_start}"
+                    f" {path_at} {path_end - path_start} {lines}"
+                )
             # The span keeps its line breaks, so lines do not move.
             span = _literal(source[start:stop])
-            out.append(f"{source[pos:start]}{begin} {RUN_TAG} {span} {layout} {end}")
+            out.append(f'{source[pos:start]}{begin} {RUN_TAG} {span} "{" ".join(layout)}" {end}')
             pos = stop
-            run.clear()
 
-        for i, seg in enumerate(segments):
-            if seg.ref is not None:
-                # References joined only by plain text form one run; Jinja
-                # syntax or whitespace control between them ends it.
-                previous = segments[run[-1]].ref if run else None
-                if previous is not None and (seg.ref.strip_before or previous.strip_after):
-                    close()
-                run.append(i)
-            elif seg.kind == "jinja":
-                close()
-        close()
+        for i, (_, _, ref) in enumerate(spans):
+            if ref is None:
+                if previous is not None:
+                    close(i - 1)
+                    previous = None
+                continue
+            # References joined only by plain text form one run; Jinja
+            # syntax or whitespace control between them ends it.
+            if previous is not None and (ref[6] or previous[7]):
+                close(i - 1)
+                previous = None
+            if previous is None:
+                k = i
+            previous = ref
+        if previous is not None:
+            close(len(spans) - 1)
+        if not out:
+            return original
         out.append(source[pos:])
         return "".join(out)
 
-    def _is_plain_variable(self, source: str, seg: Segment) -> tuple[bool, bool]:
-        """Whether ``seg`` is a ``{{ ... }}`` tag, and whether it strips the
+    def _is_plain_variable(self, source: str, span: Span) -> tuple[bool, bool]:
+        """Whether ``span`` is a ``{{ ... }}`` tag, and whether it strips the
         whitespace before / after it (``{{-`` / ``-}}``)."""
         env = self.environment
         vs, ve = env.variable_start_string, env.variable_end_string
-        if seg.kind != "jinja" or not source.startswith(vs, seg.start):
+        start, end, ref = span
+        if ref is not None or not source.startswith(vs, start):
             return False, False
-        before = source.startswith("-", seg.start + len(vs))
-        after = source.endswith(ve, 0, seg.end) and source[seg.end - len(ve) - 1] == "-"
+        before = source.startswith("-", start + len(vs))
+        after = source.endswith(ve, 0, end) and source[end - len(ve) - 1] == "-"
         return not before, not after
 
-    def _lead(self, source: str, segments: list[Segment], k: int) -> int:
+    def _lead(self, source: str, spans: list[Span], k: int) -> int:
         """Where the run may start: the plain text before its first reference
         joins it when nothing in Jinja changes that text (it follows the
         template's start or a ``{{ }}`` tag without ``-``)."""
-        first = segments[k]
-        if first.ref is None or first.ref.strip_before or k == 0 or segments[k - 1].kind != "data":
-            return first.start
-        if k == 1:
-            return segments[0].start
-        _, plain_after = self._is_plain_variable(source, segments[k - 2])
-        return segments[k - 1].start if plain_after else first.start
+        start, _, first = spans[k]
+        assert first is not None
+        if first[6]:
+            return start
+        text_start = spans[k - 1][1] if k else 0  # plain text from here to start
+        if text_start == start:
+            return start
+        if k == 0:
+            return 0
+        _, plain_after = self._is_plain_variable(source, spans[k - 1])
+        return text_start if plain_after else start
 
-    def _tail(self, source: str, segments: list[Segment], m: int) -> int:
+    def _tail(self, source: str, spans: list[Span], m: int) -> int:
         """Where the run may end: the plain text after its last reference joins
         it when it runs to the end of the template (less a final line break,
         which the lexer may drop) or to a ``{{ }}`` tag without ``-``."""
-        last = segments[m]
-        if last.ref is None or last.ref.strip_after:
-            return last.end
-        if m + 1 >= len(segments) or segments[m + 1].kind != "data":
-            return last.end
-        data = segments[m + 1]
-        if m + 2 >= len(segments):
-            return data.end - 1 if source.endswith("\n", 0, data.end) else data.end
-        plain_before, _ = self._is_plain_variable(source, segments[m + 2])
-        return data.end if plain_before else last.end
+        _, end, last = spans[m]
+        assert last is not None
+        if last[7]:
+            return end
+        if m + 1 == len(spans):
+            n = len(source)
+            if end == n:
+                return end
+            return n - 1 if source.endswith("\n") else n
+        text_end = spans[m + 1][0]
+        if text_end == end:
+            return end
+        plain_before, _ = self._is_plain_variable(source, spans[m + 1])
+        return text_end if plain_before else end
 
     def _tag_start(self, source: str, low: int, start: int, begin: str) -> int:
         """Where the tag may start: text right before it must not run into its

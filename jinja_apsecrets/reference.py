@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEPARATOR",
+    "RefSpan",
     "Reference",
     "Segment",
+    "Span",
     "TemplateScanner",
     "find_references",
     "parse_bare",
@@ -207,6 +209,49 @@ class Segment:
 
 _STRING = r"'[^'\\]*(?:\\.[^'\\]*)*'|\"[^\"\\]*(?:\\.[^\"\\]*)*\""
 
+#: A reference as :meth:`TemplateScanner.spans` finds it, as offsets into the
+#: source: ``(start, end, connection start, connection end, path start, path
+#: end, strip_before, strip_after, brace)``: Jinja's whitespace control on the
+#: brace form (``{{-`` / ``-}}``), and whether it is the brace form.
+RefSpan = tuple[int, int, int, int, int, int, bool, bool, bool]
+#: What :meth:`TemplateScanner.spans` yields: ``(start, end, ref)``, where
+#: ``ref`` is None for Jinja syntax.
+Span = tuple[int, int, "RefSpan | None"]
+
+#: The inside of a tag whose end is simply its first end delimiter: no string
+#: literal, no bracket to balance.
+_FLAT = r"[^'\"()\[\]{}]*?"
+
+
+def _ref_pattern(tag: str, start: str, close: str, *, brace: bool) -> str:
+    """A whole reference opening with ``start`` (a regex): the first ``close``
+    on the same line ends it, as :class:`_Closer` finds it."""
+    conn = rf"(?P<{tag}_conn>{CONNECTION_PATTERN})\|{SEPARATOR}\|"
+    if brace:
+        # Whitespace control is read from the body in Python (_brace_span).
+        return rf"{start}(?P<{tag}_ls>[-+]?)[ \t]*{conn}(?P<{tag}_body>[^\r\n]*?){close}"
+    # The angle form's path, blanks around it left out (the shortest body
+    # that blanks and the closer follow ends at the first closer).
+    return rf"{start}[ \t]*{conn}[ \t]*(?P<{tag}_body>[^\r\n]*?)[ \t]*{close}"
+
+
+def _brace_span(m: re.Match[str], tag: str) -> RefSpan:
+    """The :data:`RefSpan` of a brace-form reference matched by _ref_pattern."""
+    text = m.string
+    body_start, body_end = m.span(tag + "_body")
+    strip_after = False
+    if body_end - body_start >= 2 and text[body_end - 1] in "-+" and text[body_end - 2] in " \t":
+        # A "-" right before the end delimiter, after a blank, is Jinja's
+        # whitespace control, not part of the path.
+        strip_after = text[body_end - 1] == "-"
+        body_end -= 1
+    body = text[body_start:body_end]
+    path_start = body_start + len(body) - len(body.lstrip(" \t"))
+    path_end = max(path_start, body_end - (len(body) - len(body.rstrip(" \t"))))
+    conn_start, conn_end = m.span(tag + "_conn")
+    ls = m.group(tag + "_ls") == "-"
+    return (m.start(), m.end(), conn_start, conn_end, path_start, path_end, ls, strip_after, True)
+
 
 class TemplateScanner:
     """Finds references in Jinja source, using an environment's syntax settings.
@@ -214,6 +259,17 @@ class TemplateScanner:
     It mirrors what Jinja's lexer treats as template data: references inside
     ``{% raw %}``, comments, line comments, tags, line statements and string
     literals are not references and are never touched.
+
+    One regex finds the next thing that is not plain text. Its alternatives
+    are Jinja's start delimiters, longest first as in Jinja's lexer, and in
+    front of each sits a longer alternative that takes the whole thing in one
+    match where it can: a whole reference in front of the delimiter it opens
+    with (``<<``, ``{{``), a whole comment, a whole tag without string literals
+    or brackets (such as ``{{ name }}``, which ends at its first end
+    delimiter). Only what those leave (tags with strings or brackets, raw
+    blocks, line statements, a ``<<`` that starts no reference) is walked in
+    Python. A lookahead of the characters that can start anything lets the
+    regex engine skip plain text quickly.
     """
 
     def __init__(self, environment: Environment) -> None:
@@ -222,39 +278,60 @@ class TemplateScanner:
         self.block_start, self.block_end = env.block_start_string, env.block_end_string
         self.variable_start, self.variable_end = env.variable_start_string, env.variable_end_string
         self.comment_start, self.comment_end = env.comment_start_string, env.comment_end_string
-        rules: list[tuple[int, str, str]] = [
-            (len(self.comment_start), "comment", e(self.comment_start)),
-            (len(self.block_start), "block", e(self.block_start)),
-            (len(self.variable_start), "variable", e(self.variable_start)),
-            (2, "angle", "<<"),
+        bs, be = e(self.block_start), e(self.block_end)
+        vs, ve = e(self.variable_start), e(self.variable_end)
+        cs, ce = e(self.comment_start), e(self.comment_end)
+        # A reference's closer ends on its line; one holding a line break never does.
+        var_ref = "\n" not in self.variable_end and "\r" not in self.variable_end
+        # (length, kind, whole-thing alternatives, the delimiter's alternative)
+        rules: list[tuple[int, str, list[tuple[str, str]], str]] = [
+            (len(self.comment_start), "comment", [("whole", cs + r"[\s\S]*?" + ce)], cs),
+            (
+                len(self.block_start),
+                "block",
+                [("whole", bs + r"(?![-+]?\s*raw\s*-?" + be + ")" + _FLAT + be)],
+                bs,
+            ),
+            (
+                len(self.variable_start),
+                "variable",
+                [("ref", _ref_pattern("v", vs, ve, brace=True))] * var_ref
+                + [("whole", vs + _FLAT + ve)],
+                vs,
+            ),
+            (2, "angle", [("ref", _ref_pattern("a", "<<", ">>", brace=False))], "<<"),
         ]
         if self.variable_start != "{{":
-            rules.append((2, "brace", r"\{\{"))
+            rules.append(
+                (2, "brace", [("ref", _ref_pattern("b", r"\{\{", r"\}\}", brace=True))], r"\{\{")
+            )
+        first = {self.comment_start[:1], self.block_start[:1], self.variable_start[:1], "<", "{"}
         if env.line_statement_prefix is not None:
-            rules.append(
-                (
-                    len(env.line_statement_prefix),
-                    "linestmt",
-                    r"^[ \t\v]*" + e(env.line_statement_prefix),
-                )
-            )
+            prefix = env.line_statement_prefix
+            rules.append((len(prefix), "linestmt", [], r"^[ \t\v]*" + e(prefix)))
+            first |= {" ", "\t", "\v", prefix[:1]}
         if env.line_comment_prefix is not None:
-            rules.append(
-                (
-                    len(env.line_comment_prefix),
-                    "linecomment",
-                    r"(?:^|(?<=\S))[^\S\r\n]*" + e(env.line_comment_prefix),
-                )
-            )
+            prefix = env.line_comment_prefix
+            rules.append((len(prefix), "linecomment", [], r"(?:^|(?<=\S))[^\S\r\n]*" + e(prefix)))
+            first.add(prefix[:1])
         # Same order as Jinja's lexer: longest delimiter first at one position.
         rules.sort(key=lambda r: r[0], reverse=True)
-        self._start = re.compile("|".join(f"(?P<{k}>{p})" for _, k, p in rules), re.M)
-        bs, be = e(self.block_start), e(self.block_end)
+        alternatives = []
+        for _, kind, wholes, delimiter in rules:
+            # A whole-thing alternative matches only where its delimiter does,
+            # so putting it first keeps the delimiters' order.
+            alternatives += [f"(?P<{kind}_{suffix}>{p})" for suffix, p in wholes]
+            alternatives.append(f"(?P<{kind}>{delimiter})")
+        lookahead = ""
+        if "" not in first:  # (Jinja refuses empty delimiters)
+            # A line comment may start at any blank (\s: also Unicode blanks).
+            blank = r"\s" if env.line_comment_prefix is not None else ""
+            lookahead = "(?=[" + "".join(e(c) for c in sorted(first)) + blank + "])"
+        self._start = re.compile(lookahead + "(?:" + "|".join(alternatives) + ")", re.M)
         self._raw_begin = re.compile(bs + r"(\-|\+|)\s*raw\s*(?:\-" + be + r"\s*|" + be + ")")
         self._raw_end = re.compile(
             bs + r"(\-|\+|)\s*endraw\s*(?:\+" + be + r"|\-" + be + r"\s*|" + be + ")"
         )
-        self._var_head = _brace_head(self.variable_start)
         self._delims = tuple(
             d for d in {self.block_start, self.variable_start, self.comment_start} if d
         )
@@ -296,60 +373,84 @@ class TemplateScanner:
     def _skip_line(self, source: str, pos: int) -> int:
         return self._skip_tag(source, pos, "\n")
 
-    def scan(self, source: str) -> Iterator[Segment]:
-        """Split ``source`` into data, reference and Jinja segments, in order."""
-        pos = data_start = line_pos = 0
-        lineno = 1
+    def spans(self, source: str) -> Iterator[Span]:
+        """What in ``source`` is not plain text, in order: each reference
+        (with its :data:`RefSpan`) and each piece of Jinja syntax (with None)."""
+        pos = 0
         n = len(source)
-        closers = {
-            "angle": _Closer(source, ">>"),
-            "brace": _Closer(source, "}}"),
-            "variable": _Closer(source, self.variable_end),
-        }
-        heads = {"angle": _ANGLE_HEAD, "brace": _BRACE_HEAD, "variable": self._var_head}
+        search = self._start.search
         while pos < n:
-            m = self._start.search(source, pos)
+            m = search(source, pos)
             if m is None:
-                break
+                return
             kind = m.lastgroup
             start = m.start()
-            ref: Reference | None = None
-            if kind in ("angle", "brace", "variable"):
-                assert kind is not None
-                form: Literal["angle", "brace"] = "angle" if kind == "angle" else "brace"
-                lineno += source.count("\n", line_pos, start)
-                line_pos = start
-                ref = _match(heads[kind].match(source, start), closers[kind], form, lineno)
-                if ref is None and kind != "variable":
-                    pos = start + 1
-                    continue
-            if start > data_start:
-                yield Segment("data", data_start, start)
-            if ref is not None:
-                yield Segment("ref", ref.start, ref.end, ref)
-                pos = data_start = ref.end
+            if kind == "angle_ref":
+                pos = m.end()
+                conn_start, conn_end = m.span("a_conn")
+                path_start, path_end = m.span("a_body")
+                ref = (start, pos, conn_start, conn_end, path_start, path_end, False, False, False)
+                yield start, pos, ref
                 continue
-            if kind == "comment":
+            if kind in ("variable_whole", "block_whole", "comment_whole"):
+                pos = m.end()
+            elif kind == "variable_ref" or kind == "brace_ref":
+                pos = m.end()
+                yield start, pos, _brace_span(m, kind[0])
+                continue
+            elif kind == "angle" or kind == "brace":
+                pos = start + 1  # no reference starts here: plain text
+                continue
+            elif kind == "comment":
                 end = source.find(self.comment_end, m.end())
-                stop = n if end < 0 else end + len(self.comment_end)
+                pos = n if end < 0 else end + len(self.comment_end)
             elif kind == "block":
                 raw = self._raw_begin.match(source, start)
                 if raw is not None:
                     close = self._raw_end.search(source, raw.end())
-                    stop = n if close is None else close.end()
+                    pos = n if close is None else close.end()
                 else:
-                    stop = self._skip_tag(source, m.end(), self.block_end)
+                    pos = self._skip_tag(source, m.end(), self.block_end)
             elif kind == "variable":
-                stop = self._skip_tag(source, m.end(), self.variable_end)
+                pos = self._skip_tag(source, m.end(), self.variable_end)
             elif kind == "linestmt":
-                stop = self._skip_line(source, m.end())
+                pos = self._skip_line(source, m.end())
             else:  # linecomment
                 nl = source.find("\n", m.end())
-                stop = n if nl < 0 else nl
-            yield Segment("jinja", start, stop)
-            pos = data_start = stop
-        if data_start < n:
-            yield Segment("data", data_start, n)
+                pos = n if nl < 0 else nl
+            yield start, pos, None
+
+    def scan(self, source: str) -> Iterator[Segment]:
+        """Split ``source`` into data, reference and Jinja segments, in order."""
+        data_start = line_pos = 0
+        lineno = 1
+        for start, end, span in self.spans(source):
+            if start > data_start:
+                yield Segment("data", data_start, start)
+            data_start = end
+            if span is None:
+                yield Segment("jinja", start, end)
+                continue
+            lineno += source.count("\n", line_pos, start)
+            line_pos = start
+            _, _, conn_start, conn_end, path_start, path_end, strip_before, strip_after, brace = (
+                span
+            )
+            form: Literal["angle", "brace"] = "brace" if brace else "angle"
+            ref = Reference(
+                source[conn_start:conn_end],
+                source[path_start:path_end],
+                source[start:end],
+                start,
+                end,
+                lineno,
+                form,
+                strip_before,
+                strip_after,
+            )
+            yield Segment("ref", start, end, ref)
+        if data_start < len(source):
+            yield Segment("data", data_start, len(source))
 
     def dynamic_path_error(self, ref: Reference) -> str | None:
         """A message if the path holds Jinja syntax (paths are static text)."""

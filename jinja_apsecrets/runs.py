@@ -60,6 +60,8 @@ class Ref(NamedTuple):
         return (self.connection, self.path)
 
 
+_new = tuple.__new__
+
 #: A piece of a run: template text or a reference.
 Piece = Union[str, Ref]  # noqa: UP007 - a runtime alias, also read by isinstance users
 
@@ -82,19 +84,25 @@ class Run(NamedTuple):
     @property
     def pieces(self) -> tuple[Piece, ...]:
         """Text and references in order (references with their template line)."""
-        numbers = [int(n) for n in self.layout.split()]
-        span = self.span
+        span, lineno = self.span, self.lineno
         pieces: list[Piece] = []
+        append = pieces.append
         pos = 0
-        for k in range(0, len(numbers), 7):
-            start, length, co, cl, po, pl, dl = numbers[k : k + 7]
+        numbers = list(map(int, self.layout.split()))
+        if len(numbers) % 7:
+            raise ValueError("a run's layout has seven numbers a reference")
+        # Seven at a time, each Ref made as tuple.__new__ makes it: a dense
+        # template has tens of thousands, read when it compiles.
+        seven = iter(numbers)
+        for start, length, co, cl, po, pl, dl in zip(*(seven,) * 7, strict=True):
             if start > pos:
-                pieces.append(span[pos:start])
-            conn, path = span[co : co + cl], span[po : po + pl]
-            pieces.append(Ref(conn, path, span[start : start + length], self.lineno + dl))
+                append(span[pos:start])
             pos = start + length
+            append(
+                _new(Ref, (span[co : co + cl], span[po : po + pl], span[start:pos], lineno + dl))
+            )
         if pos < len(span):
-            pieces.append(span[pos:])
+            append(span[pos:])
         return tuple(pieces)
 
     @property
