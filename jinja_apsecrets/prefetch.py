@@ -84,6 +84,8 @@ SCOPE_TOKEN = "apsecrets_scope"
 _LOADERS = frozenset({"extends", "include", "import", "from"})
 _TAG_BEGIN = ("block_begin", "linestatement_begin")
 _TAG_END = ("block_end", "linestatement_end")
+#: The token types the plan reads; any other token is passed on as it is.
+_WATCHED = frozenset({"name", "lparen", "rparen", *_TAG_BEGIN, *_TAG_END})
 #: ``secret(`` after these is not a call of the global: a macro named secret,
 #: a filter or test of that name, an attribute.
 _NOT_A_CALL = frozenset({"macro", "is", "filter"})
@@ -117,6 +119,17 @@ class Scope(NamedTuple):
 
 def _digest(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass"), usedforsecurity=False).hexdigest()
+
+
+def _scope_digest(name: str | None, label: str, autoescape: bool, spec: tuple[Any, ...]) -> str:
+    """A digest of a scope, as unambiguous as its ``repr`` and much cheaper:
+    the runs' text goes in as it is (length first), where ``repr`` would
+    escape it character by character (the whole template's text, once more
+    than Jinja's code generator does)."""
+    parts = [repr((name, label, autoescape, spec[:3]))]
+    for run in spec[3]:
+        parts += [f"{len(f)}:{f}" if isinstance(f, str) else repr(f) for f in run]
+    return _digest("\0".join(parts))
 
 
 def _read(stream: TokenStream) -> tuple[list[Token], TemplateSyntaxError | None]:
@@ -193,6 +206,10 @@ def plan_tokens(
     while i < n:
         token = tokens[i]
         kind = token.type
+        if kind not in _WATCHED:  # most tokens (text, most of each tag) go as they are
+            out.append(token)
+            i += 1
+            continue
         if kind == "name" and token.value in _INTERNAL_FILTERS:
             raise TemplateSyntaxError(
                 f"{token.value} is internal to jinja_apsecrets", token.lineno, name, stream.filename
@@ -208,11 +225,12 @@ def plan_tokens(
                 if planned is not None and j < n and tokens[j].type in _TAG_END:
                     first = []
                     for piece in planned[1]:
-                        if isinstance(piece, Ref) and piece.key not in validated:
-                            validated.add(piece.key)
-                            first.append(piece)
                         if isinstance(piece, Ref):
-                            refs[piece.key] = None
+                            key = piece[:2]  # piece.key, without a property call each
+                            if key not in validated:
+                                validated.add(key)
+                                first.append(piece)
+                            refs[key] = None
                     out.append(token)
                     out.append(tokens[i + 1])
                     scopes[-1].runs.append((len(out), *planned, tuple(first)))
@@ -277,7 +295,7 @@ def plan_tokens(
     if not (root.runs or refs or deps or rewrote):
         return _replay(tokens, error)
     _close(root, out, name, environment, manifest=(tuple(refs), tuple(deps)))
-    return _replay(out, error)
+    return _replay(out, error) if error is not None else iter(out)
 
 
 def _is_call(tokens: list[Token], i: int) -> bool:
@@ -320,7 +338,7 @@ def _close(
         spec = (BLOCK_MARK, (), (), runs)
     auto = environment.autoescape
     autoescape = bool(auto(name) if callable(auto) else auto)
-    scope_id = _digest(f"{name}\0{scope.label}\0{autoescape}\0{spec!r}")
+    scope_id = _scope_digest(name, scope.label, autoescape, spec)
     all_names: list[str] = []
     for index, run, pieces, first in scope.runs:
         size = sum(isinstance(p, Ref) for p in pieces) if run.split else 1
