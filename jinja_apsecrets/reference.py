@@ -223,16 +223,16 @@ Span = tuple[int, int, "RefSpan | None"]
 _FLAT = r"[^'\"()\[\]{}]*?"
 
 
-def _ref_pattern(tag: str, start: str, close: str, *, brace: bool) -> str:
-    """A whole reference opening with ``start`` (a regex): the first ``close``
-    on the same line ends it, as :class:`_Closer` finds it."""
+def _ref_pattern(tag: str, close: str, *, brace: bool) -> str:
+    """A whole reference after its opening delimiter: the first ``close`` (a
+    regex) on the same line ends it, as :class:`_Closer` finds it."""
     conn = rf"(?P<{tag}_conn>{CONNECTION_PATTERN})\|{SEPARATOR}\|"
     if brace:
         # Whitespace control is read from the body in Python (_brace_span).
-        return rf"{start}(?P<{tag}_ls>[-+]?)[ \t]*{conn}(?P<{tag}_body>[^\r\n]*?){close}"
+        return rf"(?P<{tag}_ls>[-+]?)[ \t]*{conn}(?P<{tag}_body>[^\r\n]*?){close}"
     # The angle form's path, blanks around it left out (the shortest body
     # that blanks and the closer follow ends at the first closer).
-    return rf"{start}[ \t]*{conn}[ \t]*(?P<{tag}_body>[^\r\n]*?)[ \t]*{close}"
+    return rf"[ \t]*{conn}[ \t]*(?P<{tag}_body>[^\r\n]*?)[ \t]*{close}"
 
 
 def _brace_span(m: re.Match[str], tag: str) -> RefSpan:
@@ -279,55 +279,69 @@ class TemplateScanner:
         self.variable_start, self.variable_end = env.variable_start_string, env.variable_end_string
         self.comment_start, self.comment_end = env.comment_start_string, env.comment_end_string
         bs, be = e(self.block_start), e(self.block_end)
-        vs, ve = e(self.variable_start), e(self.variable_end)
-        cs, ce = e(self.comment_start), e(self.comment_end)
+        ve, ce = e(self.variable_end), e(self.comment_end)
         # A reference's closer ends on its line; one holding a line break never does.
         var_ref = "\n" not in self.variable_end and "\r" not in self.variable_end
-        # (length, kind, whole-thing alternatives, the delimiter's alternative)
-        rules: list[tuple[int, str, list[tuple[str, str]], str]] = [
-            (len(self.comment_start), "comment", [("whole", cs + r"[\s\S]*?" + ce)], cs),
+        # (kind, delimiter, [(suffix, what follows the delimiter in a whole thing)])
+        rules: list[tuple[str, str, list[tuple[str, str]]]] = [
+            ("comment", self.comment_start, [("whole", r"[\s\S]*?" + ce)]),
             (
-                len(self.block_start),
                 "block",
-                [("whole", bs + r"(?![-+]?\s*raw\s*-?" + be + ")" + _FLAT + be)],
-                bs,
+                self.block_start,
+                [("whole", r"(?![-+]?\s*raw\s*-?" + be + ")" + _FLAT + be)],
             ),
             (
-                len(self.variable_start),
                 "variable",
-                [("ref", _ref_pattern("v", vs, ve, brace=True))] * var_ref
-                + [("whole", vs + _FLAT + ve)],
-                vs,
+                self.variable_start,
+                [("ref", _ref_pattern("v", ve, brace=True))] * var_ref + [("whole", _FLAT + ve)],
             ),
-            (2, "angle", [("ref", _ref_pattern("a", "<<", ">>", brace=False))], "<<"),
+            ("angle", "<<", [("ref", _ref_pattern("a", ">>", brace=False))]),
         ]
         if self.variable_start != "{{":
-            rules.append(
-                (2, "brace", [("ref", _ref_pattern("b", r"\{\{", r"\}\}", brace=True))], r"\{\{")
-            )
-        first = {self.comment_start[:1], self.block_start[:1], self.variable_start[:1], "<", "{"}
+            rules.append(("brace", "{{", [("ref", _ref_pattern("b", r"\}\}", brace=True))]))
+        # Same order as Jinja's lexer: longest delimiter first at one position.
+        # A whole-thing alternative matches only where its delimiter does, so
+        # putting it right before keeps the delimiters' order.
+        rules.sort(key=lambda r: len(r[1]), reverse=True)
+        line_rules = []
         if env.line_statement_prefix is not None:
             prefix = env.line_statement_prefix
-            rules.append((len(prefix), "linestmt", [], r"^[ \t\v]*" + e(prefix)))
-            first |= {" ", "\t", "\v", prefix[:1]}
+            line_rules.append((len(prefix), "linestmt", r"^[ \t\v]*" + e(prefix)))
         if env.line_comment_prefix is not None:
             prefix = env.line_comment_prefix
-            rules.append((len(prefix), "linecomment", [], r"(?:^|(?<=\S))[^\S\r\n]*" + e(prefix)))
-            first.add(prefix[:1])
-        # Same order as Jinja's lexer: longest delimiter first at one position.
-        rules.sort(key=lambda r: r[0], reverse=True)
-        alternatives = []
-        for _, kind, wholes, delimiter in rules:
-            # A whole-thing alternative matches only where its delimiter does,
-            # so putting it first keeps the delimiters' order.
-            alternatives += [f"(?P<{kind}_{suffix}>{p})" for suffix, p in wholes]
-            alternatives.append(f"(?P<{kind}>{delimiter})")
-        lookahead = ""
-        if "" not in first:  # (Jinja refuses empty delimiters)
-            # A line comment may start at any blank (\s: also Unicode blanks).
-            blank = r"\s" if env.line_comment_prefix is not None else ""
-            lookahead = "(?=[" + "".join(e(c) for c in sorted(first)) + blank + "])"
-        self._start = re.compile(lookahead + "(?:" + "|".join(alternatives) + ")", re.M)
+            line_rules.append((len(prefix), "linecomment", r"(?:^|(?<=\S))[^\S\r\n]*" + e(prefix)))
+        if line_rules or not all(d for _, d, _ in rules):
+            # Line rules start at blanks too (a line comment at any Unicode
+            # blank): the delimiters' alternatives in Jinja's order, as they are.
+            ordered = [(len(d), kind, e(d), wholes) for kind, d, wholes in rules]
+            ordered += [(length, kind, p, []) for length, kind, p in line_rules]
+            ordered.sort(key=lambda r: r[0], reverse=True)
+            alternatives = []
+            for _, kind, delimiter, wholes in ordered:
+                alternatives += [f"(?P<{kind}_{sfx}>{delimiter}{p})" for sfx, p in wholes]
+                alternatives.append(f"(?P<{kind}>{delimiter})")
+            lookahead = ""
+            if all(d for _, d, _ in rules):  # (Jinja refuses empty delimiters)
+                # Only where one of them can start is the regex tried at all.
+                first = {d[0] for _, d, _ in rules} | {" ", "\t", "\v"}
+                first |= {p[:1] for p in (env.line_statement_prefix, env.line_comment_prefix) if p}
+                blank = r"\s" if env.line_comment_prefix is not None else ""
+                lookahead = "(?=[" + "".join(e(c) for c in sorted(first)) + blank + "])"
+            self._start = re.compile(lookahead + "(?:" + "|".join(alternatives) + ")", re.M)
+        else:
+            # Grouped by their first character, which the regex engine then
+            # looks for quickly through plain text (it cannot when the
+            # alternatives start with groups). Delimiters that start alike
+            # keep their order.
+            by_first: dict[str, list[str]] = {}
+            for kind, d, wholes in rules:
+                rest = e(d[1:])
+                group = by_first.setdefault(d[0], [])
+                group += [f"(?P<{kind}_{sfx}>{rest}{p})" for sfx, p in wholes]
+                group.append(f"(?P<{kind}>{rest})")
+            self._start = re.compile(
+                "|".join(e(c) + "(?:" + "|".join(alts) + ")" for c, alts in by_first.items())
+            )
         self._raw_begin = re.compile(bs + r"(\-|\+|)\s*raw\s*(?:\-" + be + r"\s*|" + be + ")")
         self._raw_end = re.compile(
             bs + r"(\-|\+|)\s*endraw\s*(?:\+" + be + r"|\-" + be + r"\s*|" + be + ")"
