@@ -218,9 +218,12 @@ RefSpan = tuple[int, int, int, int, int, int, bool, bool, bool]
 #: ``ref`` is None for Jinja syntax.
 Span = tuple[int, int, "RefSpan | None"]
 
-#: The inside of a tag whose end is simply its first end delimiter: no string
-#: literal, no bracket to balance.
-_FLAT = r"[^'\"()\[\]{}]*?"
+#: The inside of a tag whose end is simply its first end delimiter outside
+#: brackets: no string literal, no brackets but ``(...)`` and ``[...]`` pairs
+#: holding none (such as ``{{ port | default(80) }}``). Each character has one
+#: way to match, so a tag that does not fit fails fast (and is walked in Python).
+_PLAIN = r"[^'\"()\[\]{}]"
+_FLAT = rf"(?:{_PLAIN}|\({_PLAIN}*\)|\[{_PLAIN}*\])*?"
 
 
 def _ref_pattern(tag: str, close: str, *, brace: bool) -> str:
