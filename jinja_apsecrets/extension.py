@@ -194,10 +194,9 @@ class SecretsExtension(Extension):
             layout: list[str] = []
             at = lines = 0  # offset (as the lexer reads it) and line of `here`
             here = start
-            for i in range(k, m + 1):
-                ref = spans[i][2]
+            for _, _, ref in spans[k : m + 1]:
                 assert ref is not None
-                ref_start, ref_end, conn_start, conn_end, path_start, path_end = ref[:6]
+                ref_start, ref_end, conn_start, conn_end, path_start, path_end, _, _, _ = ref
                 breaks = source.count("\n", here, ref_start)
                 at += ref_start - here + extra * breaks
                 lines += breaks
