@@ -65,6 +65,7 @@ from .prefetch import (
     MARK,
     PREFETCH_FILTER,
     PREFETCH_TAG,
+    RAW_FILTER,
     RUN_TAG,
     RUN_TOKEN,
     SCOPE_TOKEN,
@@ -125,6 +126,9 @@ class SecretsExtension(Extension):
         environment.filters[PREFETCH_FILTER] = _prefetch_filter
         environment.filters[CALL_FILTER] = _call_filter
         environment.filters[VALUE_FILTER] = _value_filter
+        # A raw run's element is a plain str (or a Pending, whose str() prints
+        # it as its scope escapes): str returns it as it is, in C.
+        environment.filters[RAW_FILTER] = str
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
         fresh = _FRESH_MODULES.get(environment.template_class)
         if fresh is not None:
@@ -316,6 +320,12 @@ class SecretsExtension(Extension):
         run, pieces = planned.run, planned.pieces
         for ref in planned.first:
             self._validate(parser, ref)
+        if run.raw:
+            # A filter block with nothing in it yields its filter's result as
+            # it is: the element, escaped already, without Jinja's escape().
+            element = _internal_name(planned.names[0], lineno)
+            printed = nodes.Filter(element, RAW_FILTER, [], [], None, None, lineno=lineno)
+            return nodes.FilterBlock([], printed, lineno=lineno)
         if not run.split:
             return nodes.Output([_internal_name(planned.names[0], lineno)], lineno=lineno)
         # Each value printed by Jinja, which applies finalize and escaping to
@@ -374,7 +384,7 @@ def _prefetch_filter(
     if cache is not None:
         # RenderCache.runs_hit, inlined: this is the whole cost of a warm render.
         entry = cache.runs.get(key)
-        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.secrets.generation:
             return entry[2]
     return _render_scope(context.environment, key, name, autoescape, spec)
 
@@ -445,7 +455,11 @@ def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
                 entry = cache.values.get(args)
             except TypeError:  # unhashable arguments: secret() says what is wrong
                 entry = None
-            if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+            if (
+                entry is not None
+                and entry[0] > cache.timer()
+                and entry[1] == cache.secrets.generation
+            ):
                 return entry[2]
         return secret(context, *args)
     env = context.environment

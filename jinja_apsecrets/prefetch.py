@@ -53,6 +53,7 @@ __all__ = [
     "MARK",
     "PREFETCH_FILTER",
     "PREFETCH_TAG",
+    "RAW_FILTER",
     "RUN_TAG",
     "VALUE_FILTER",
     "PlannedRun",
@@ -72,10 +73,11 @@ PREFETCH_TAG = "__apsecrets_prefetch__"
 CALL_FILTER = "__apsecrets_call__"
 PREFETCH_FILTER = "__apsecrets_prefetch__"
 VALUE_FILTER = "__apsecrets_value__"
+RAW_FILTER = "__apsecrets_raw__"
 #: Only plan_tokens may name these filters: written in a template, the prefetch
 #: filter would store what the template chose under another template's cache
 #: key, and the call filter would call anything.
-_INTERNAL_FILTERS = frozenset({CALL_FILTER, PREFETCH_FILTER, VALUE_FILTER})
+_INTERNAL_FILTERS = frozenset({CALL_FILTER, PREFETCH_FILTER, VALUE_FILTER, RAW_FILTER})
 #: Token types only this module creates: the lexer never yields them, so a
 #: template cannot forge a run or a prefetch.
 RUN_TOKEN = "apsecrets_run"
@@ -185,6 +187,7 @@ def plan_tokens(
     closes: list[int] = []  # paren depths at which a rewritten secret( call ends
     depth = 0
     autoescape_depth = 0
+    extends = False  # whether the template's top level prints only without a parent
     in_call_tag = False
     opens_block: str | None = None
     rewrote = False
@@ -230,7 +233,8 @@ def plan_tokens(
                 autoescape_depth = max(0, autoescape_depth - 1)
             elif tag == "call":
                 in_call_tag = True
-            elif tag in _LOADERS and i + 2 < n and tokens[i + 2].type == "string":
+            extends = extends or tag == "extends"
+            if tag in _LOADERS and i + 2 < n and tokens[i + 2].type == "string":
                 deps[tokens[i + 2].value] = None
         elif kind in _TAG_END:
             in_call_tag = False
@@ -276,7 +280,8 @@ def plan_tokens(
         _close(scopes.pop(), out, name, environment)
     if not (root.runs or refs or deps or rewrote):
         return _replay(tokens, error)
-    _close(root, out, name, environment, manifest=(tuple(refs), tuple(deps)))
+    manifest = (tuple(refs), tuple(deps))
+    _close(root, out, name, environment, manifest=manifest, raw=not extends)
     return _replay(out, error)
 
 
@@ -309,17 +314,27 @@ def _close(
     name: str | None,
     environment: Environment,
     manifest: tuple[tuple[RefKey, ...], tuple[str, ...]] | None = None,
+    raw: bool = True,
 ) -> None:
-    """Name the scope's runs and put its prefetch tag in front of it."""
+    """Name the scope's runs and put its prefetch tag in front of it.
+
+    Under autoescape, the scope's joined runs are printed raw (see
+    :mod:`.runs`) if ``raw``: a block's always, the top level's when the
+    template has no ``extends``."""
     if not scope.runs and manifest is None:
         return
+    auto = environment.autoescape
+    autoescape = bool(auto(name) if callable(auto) else auto)
+    if autoescape and raw:
+        scope.runs = [
+            (index, run if run.split else run._replace(raw=True), pieces, first)
+            for index, run, pieces, first in scope.runs
+        ]
     runs = tuple(tuple(run) for _, run, _, _ in scope.runs)
     if manifest is not None:
         spec: tuple[Any, ...] = (MARK, manifest[0], manifest[1], runs)
     else:
         spec = (BLOCK_MARK, (), (), runs)
-    auto = environment.autoescape
-    autoescape = bool(auto(name) if callable(auto) else auto)
     scope_id = _digest(f"{name}\0{scope.label}\0{autoescape}\0{spec!r}")
     all_names: list[str] = []
     for index, run, pieces, first in scope.runs:
