@@ -35,8 +35,7 @@ import re
 from collections.abc import Mapping
 from functools import partial
 from types import CodeType
-from typing import Any, cast
-from weakref import WeakKeyDictionary
+from typing import Any, NamedTuple, cast
 
 from jinja2 import nodes, pass_context, pass_eval_context
 from jinja2.environment import Environment, Template, TemplateModule
@@ -75,6 +74,7 @@ from .prefetch import (
     collect_static_refs,
     manifest_of,
     plan_tokens,
+    root_scope_key,
 )
 from .reference import SEPARATOR, Reference, Segment, TemplateScanner
 from .resolver import OnMissing, Resolver
@@ -483,41 +483,64 @@ def _value_filter(eval_ctx: EvalContext, value: Any) -> Any:
 #: Names in compiled code that mark a template reading secrets besides its static
 #: references (a ``secret()`` call, the ``resolve_secrets`` filter).
 _SECRET_NAMES = frozenset({CALL_FILTER, "resolve_secrets"})
-_holds: WeakKeyDictionary[Template, bool] = WeakKeyDictionary()
 
 
-def _reads_secrets(template: Template, seen: set[str] | None = None) -> bool:
+class _Reads(NamedTuple):
+    """How a compiled template reads secrets (memoized on the template)."""
+
+    any: bool
+    #: The render-cache key of its top-level runs, if it reads secrets only
+    #: through them: a module made from those runs can be checked against it.
+    only_runs: str | None
+
+
+def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
     """Whether rendering ``template``, or a template it loads by a constant
-    name, reads secrets (memoized per compiled template)."""
-    known = _holds.get(template)
+    name, reads secrets, and whether only through its own top-level runs."""
+    known: _Reads | None = template.__dict__.get("_apsecrets_reads")
     if known is not None:
         return known
     seen = set() if seen is None else seen
     seen.add(template.name or "")
     refs, deps = manifest_of(template)
-    found = bool(refs)
-    if not found:
-        funcs = [template.root_render_func, *template.blocks.values()]
-        todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-        while todo and not found:
-            for const in todo.pop().co_consts:
-                if isinstance(const, str) and const in _SECRET_NAMES:
-                    found = True
-                    break
-                if isinstance(const, CodeType):
-                    todo.append(const)
-    for dep in deps if not found else ():
+    called = False
+    funcs = [template.root_render_func, *template.blocks.values()]
+    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+    while todo and not called:
+        for const in todo.pop().co_consts:
+            if isinstance(const, str) and const in _SECRET_NAMES:
+                called = True
+                break
+            if isinstance(const, CodeType):
+                todo.append(const)
+    loaded = False
+    for dep in deps:
         try:
             name = template.environment.join_path(dep, template.name or "")
             if name in seen:
                 continue
-            if _reads_secrets(template.environment.get_template(name), seen):
-                found = True
+            if _reads_secrets(template.environment.get_template(name), seen).any:
+                loaded = True
                 break
         except Exception:  # noqa: S112 - the tag that loads it reports that itself
             continue
-    _holds[template] = found
-    return found
+    key = root_scope_key(template)
+    # Runs in blocks have scopes (and cache entries) of their own.
+    only_runs = key if not (called or loaded or template.blocks) else None
+    known = _Reads(bool(refs) or called or loaded, only_runs)
+    template.__dict__["_apsecrets_reads"] = known
+    return known
+
+
+def _warm_runs(template: Template, key: str) -> tuple[Any, ...] | None:
+    """The rendered runs under ``key`` while they are warm."""
+    cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
+    if cache is None:
+        return None
+    entry = cache.runs.get(key)
+    if entry is not None and entry[0] > cache.timer() and entry[1] == cache.secrets.generation:
+        return entry[2]
+    return None
 
 
 class _FreshModules:
@@ -525,19 +548,56 @@ class _FreshModules:
     the template cache) and serves it to every later ``{% import %}`` and
     ``{% from ... import %}``: a template that reads secrets would keep their
     values there past their TTL, ``invalidate()`` and rotation (DESIGN rule 1).
-    Such a template's module is rendered again on each import, as Jinja does
-    for ``with context`` imports; other templates keep Jinja's cache."""
+
+    A module whose template reads secrets only through its top-level runs (a
+    library of macros holding references) is kept while the rendered runs it
+    was made from are the warm ones in the render cache: the same tuple, so
+    neither expired nor invalidated since. Any other module of a template that
+    reads secrets is rendered again on each import, as Jinja does for ``with
+    context`` imports; templates that read none keep Jinja's cache."""
+
+    _module: TemplateModule | None
+    #: The module Jinja keeps, and the rendered runs it was made from.
+    _apsecrets_kept: tuple[TemplateModule, tuple[Any, ...]] | None = None
+
+    def _before_module(self) -> tuple[_Reads, tuple[Any, ...] | None]:
+        reads = _reads_secrets(self)  # type: ignore[arg-type]
+        if not reads.any:
+            return reads, None
+        runs = None if reads.only_runs is None else _warm_runs(self, reads.only_runs)  # type: ignore[arg-type]
+        module, kept = self._module, self._apsecrets_kept
+        if module is not None and not (kept and kept[0] is module and kept[1] is runs):
+            self._module = None
+        return reads, runs
+
+    def _after_module(
+        self, reads: _Reads, module: TemplateModule, runs: tuple[Any, ...] | None
+    ) -> None:
+        if module is not self._module:
+            return  # made for one import (with context), never kept by Jinja
+        kept = self._apsecrets_kept
+        if kept is not None and kept[0] is module:
+            return  # checked in _before_module: still made from the warm runs
+        # The same warm tuple before and after: the module was made from it
+        # (a prefetch that found it stale would have stored a new one).
+        if runs is not None and reads.only_runs and _warm_runs(self, reads.only_runs) is runs:  # type: ignore[arg-type]
+            self._apsecrets_kept = (module, runs)
+        else:
+            self._module = None
+            self._apsecrets_kept = None
 
     def _get_default_module(self, ctx: Context | None = None) -> TemplateModule:
+        reads, runs = self._before_module()
         module: TemplateModule = super()._get_default_module(ctx)  # type: ignore[misc]
-        if _reads_secrets(self):  # type: ignore[arg-type]
-            setattr(self, "_module", None)  # noqa: B010 - Template's attribute, not ours
+        if reads.any:
+            self._after_module(reads, module, runs)
         return module
 
     async def _get_default_module_async(self, ctx: Context | None = None) -> TemplateModule:
+        reads, runs = self._before_module()
         module: TemplateModule = await super()._get_default_module_async(ctx)  # type: ignore[misc]
-        if _reads_secrets(self):  # type: ignore[arg-type]
-            setattr(self, "_module", None)  # noqa: B010 - Template's attribute, not ours
+        if reads.any:
+            self._after_module(reads, module, runs)
         return module
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "collect_static_refs",
     "manifest_of",
     "plan_tokens",
+    "root_scope_key",
     "static_refs_of",
 ]
 
@@ -353,27 +354,54 @@ def _close(
 
 # -- reading manifests back ---------------------------------------------------------
 
-_manifests: WeakKeyDictionary[Template, tuple[tuple[RefKey, ...], tuple[str, ...]]] = (
-    WeakKeyDictionary()
-)
+#: The top-level spec compiled into each template (None: the template has none).
+_specs: WeakKeyDictionary[Template, tuple[Any, ...] | None] = WeakKeyDictionary()
+
+
+def _root_spec(template: Template) -> tuple[Any, ...] | None:
+    """The constant ``(MARK, refs, deps, runs)`` compiled into ``template``."""
+    try:
+        return _specs[template]
+    except KeyError:
+        pass
+    found = None
+    funcs = [template.root_render_func, *template.blocks.values()]
+    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+    while todo and found is None:
+        for const in todo.pop().co_consts:
+            if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK:
+                found = const
+                break
+            if isinstance(const, CodeType):
+                todo.append(const)
+    _specs[template] = found
+    return found
 
 
 def manifest_of(template: Template) -> tuple[tuple[RefKey, ...], tuple[str, ...]]:
     """The static references and dependencies compiled into ``template``."""
-    found = _manifests.get(template)
-    if found is None:
-        found = ((), ())
-        funcs = [template.root_render_func, *template.blocks.values()]
-        todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-        while todo and found == ((), ()):
-            for const in todo.pop().co_consts:
-                if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK:
-                    found = (const[1], const[2])
-                    break
-                if isinstance(const, CodeType):
-                    todo.append(const)
-        _manifests[template] = found
-    return found
+    spec = _root_spec(template)
+    return ((), ()) if spec is None else (spec[1], spec[2])
+
+
+_root_keys: WeakKeyDictionary[Template, str | None] = WeakKeyDictionary()
+
+
+def root_scope_key(template: Template) -> str | None:
+    """The render-cache key of ``template``'s top-level runs, computed as
+    :func:`_close` computed it (None if the template has no runs there)."""
+    try:
+        return _root_keys[template]
+    except KeyError:
+        pass
+    key = None
+    spec = _root_spec(template)
+    if spec is not None and spec[3]:
+        auto = template.environment.autoescape
+        autoescape = bool(auto(template.name) if callable(auto) else auto)
+        key = _digest(f"{template.name}\0\0{autoescape}\0{spec!r}")
+    _root_keys[template] = key
+    return key
 
 
 def collect_static_refs(

@@ -473,13 +473,52 @@ class TestImportedModules:
 
         try:
             assert render() == "old-value old-value old-value old-value x"
+            kept = env.get_template("lib.j2")._module
+            assert render() == "old-value old-value old-value old-value x"
+            # lib.j2 reads secrets only through its own runs: its module is
+            # kept while they are warm, and made again after invalidate().
+            assert env.get_template("lib.j2")._module is kept is not None
             STORE["rot"] = {"pw": "new-value"}
             resolver.invalidate()
             assert render() == "new-value new-value new-value new-value x"
+            assert env.get_template("lib.j2")._module is not kept
         finally:
             del STORE["rot"]
-        assert env.get_template("lib.j2")._module is None
+        # secret() calls and imports of secret-reading templates: never kept.
+        assert env.get_template("fn.j2")._module is None
+        assert env.get_template("outer.j2")._module is None
         assert env.get_template("plain.j2")._module is not None  # Jinja's cache kept
+
+    @pytest.mark.parametrize("is_async", [False, True])
+    def test_a_kept_module_expires_with_its_runs(
+        self, resolver: Resolver, clock: Any, is_async: bool
+    ) -> None:
+        import asyncio
+
+        from support import STORE
+
+        STORE["rot"] = {"pw": "old-value"}
+        env = jinja2.Environment(
+            loader=jinja2.DictLoader(self.SOURCES),
+            extensions=["jinja_apsecrets.SecretsExtension"],
+            enable_async=is_async,
+        )
+        env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+        source = "{% import 'lib.j2' as lib %}{{ lib.pw }} {{ lib.f() }}"
+
+        def render() -> str:
+            t = env.from_string(source)
+            return asyncio.run(t.render_async()) if is_async else t.render()
+
+        try:
+            assert render() == "old-value old-value"
+            STORE["rot"] = {"pw": "new-value"}
+            clock.advance(resolver.ttl - 1)
+            assert render() == "old-value old-value"  # within the TTL: kept
+            clock.advance(2)
+            assert render() == "new-value new-value"
+        finally:
+            del STORE["rot"]
 
     def test_environment_still_pickles(self, make_env: MakeEnv) -> None:
         import pickle
