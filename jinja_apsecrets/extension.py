@@ -532,72 +532,84 @@ def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
     return known
 
 
-def _warm_runs(template: Template, key: str) -> tuple[Any, ...] | None:
-    """The rendered runs under ``key`` while they are warm."""
+def _kept_module(template: Template, key: str) -> tuple[TemplateModule | None, Any]:
+    """The module kept for ``template`` if it was made from the warm runs under
+    ``key``, and those runs (None if they are not warm)."""
     cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
     if cache is None:
-        return None
+        return None, None
     entry = cache.runs.get(key)
-    if entry is not None and entry[0] > cache.timer() and entry[1] == cache.secrets.generation:
-        return entry[2]
-    return None
+    if entry is None or entry[0] <= cache.timer() or entry[1] != cache.secrets.generation:
+        return None, None
+    runs = entry[2]
+    kept = cache.modules.get(key)
+    if kept is not None and kept[0] is runs and kept[1] is template:
+        return kept[2], runs
+    return None, runs
+
+
+def _keep_module(template: Template, key: str, module: TemplateModule, runs: Any) -> None:
+    """Keep ``module`` if it was made from ``runs``: they are still the warm
+    runs after it was made (a prefetch that found them stale would have
+    stored new ones)."""
+    cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
+    if runs is not None and cache is not None and _kept_module(template, key)[1] is runs:
+        cache.store_module(key, (runs, template, module))
 
 
 class _FreshModules:
     """Jinja keeps an imported template's rendered module on the template (in
     the template cache) and serves it to every later ``{% import %}`` and
-    ``{% from ... import %}``: a template that reads secrets would keep their
-    values there past their TTL, ``invalidate()`` and rotation (DESIGN rule 1).
+    ``{% from ... import %}``. A module of a template that reads secrets holds
+    values (exported variables, macros bound to rendered runs), so it is never
+    kept there (DESIGN rule 1): such a template's module is made on each
+    import, as Jinja does for imports that see the context's globals.
 
-    A module whose template reads secrets only through its top-level runs (a
-    library of macros holding references) is kept while the rendered runs it
-    was made from are the warm ones in the render cache: the same tuple, so
-    neither expired nor invalidated since. Any other module of a template that
-    reads secrets is rendered again on each import, as Jinja does for ``with
-    context`` imports; templates that read none keep Jinja's cache."""
+    A template that reads secrets only through its top-level runs (a library
+    of macros holding references) has its module kept in the render cache
+    instead, beside the runs, and served while the warm runs are the ones it
+    was made from (the same tuple: neither expired nor invalidated since).
+    Templates that read no secrets keep Jinja's cache."""
 
-    _module: TemplateModule | None
-    #: The module Jinja keeps, and the rendered runs it was made from.
-    _apsecrets_kept: tuple[TemplateModule, tuple[Any, ...]] | None = None
+    environment: Environment
+    globals: Any
+    make_module: Any
+    make_module_async: Any
 
-    def _before_module(self) -> tuple[_Reads, tuple[Any, ...] | None]:
+    def _fresh(self, ctx: Context | None) -> _Reads | None:
+        """How the template reads secrets, or None where Jinja's own
+        ``_get_default_module`` decides (no secrets; async mode in the sync
+        call, which Jinja refuses; an import that sees the context's extra
+        globals, for which Jinja makes a module it does not keep)."""
         reads = _reads_secrets(self)  # type: ignore[arg-type]
         if not reads.any:
-            return reads, None
-        runs = None if reads.only_runs is None else _warm_runs(self, reads.only_runs)  # type: ignore[arg-type]
-        module, kept = self._module, self._apsecrets_kept
-        if module is not None and not (kept and kept[0] is module and kept[1] is runs):
-            self._module = None
-        return reads, runs
-
-    def _after_module(
-        self, reads: _Reads, module: TemplateModule, runs: tuple[Any, ...] | None
-    ) -> None:
-        if module is not self._module:
-            return  # made for one import (with context), never kept by Jinja
-        kept = self._apsecrets_kept
-        if kept is not None and kept[0] is module:
-            return  # checked in _before_module: still made from the warm runs
-        # The same warm tuple before and after: the module was made from it
-        # (a prefetch that found it stale would have stored a new one).
-        if runs is not None and reads.only_runs and _warm_runs(self, reads.only_runs) is runs:  # type: ignore[arg-type]
-            self._apsecrets_kept = (module, runs)
-        else:
-            self._module = None
-            self._apsecrets_kept = None
+            return None
+        if ctx is not None and ctx.globals_keys - self.globals.keys():
+            return None
+        return reads
 
     def _get_default_module(self, ctx: Context | None = None) -> TemplateModule:
-        reads, runs = self._before_module()
-        module: TemplateModule = super()._get_default_module(ctx)  # type: ignore[misc]
-        if reads.any:
-            self._after_module(reads, module, runs)
+        reads = None if self.environment.is_async else self._fresh(ctx)
+        if reads is None:
+            return super()._get_default_module(ctx)  # type: ignore[misc,no-any-return]
+        if reads.only_runs is None:
+            return self.make_module()  # type: ignore[no-any-return]
+        module, runs = _kept_module(self, reads.only_runs)  # type: ignore[arg-type]
+        if module is None:
+            module = self.make_module()
+            _keep_module(self, reads.only_runs, module, runs)  # type: ignore[arg-type]
         return module
 
     async def _get_default_module_async(self, ctx: Context | None = None) -> TemplateModule:
-        reads, runs = self._before_module()
-        module: TemplateModule = await super()._get_default_module_async(ctx)  # type: ignore[misc]
-        if reads.any:
-            self._after_module(reads, module, runs)
+        reads = self._fresh(ctx)
+        if reads is None:
+            return await super()._get_default_module_async(ctx)  # type: ignore[misc,no-any-return]
+        if reads.only_runs is None:
+            return await self.make_module_async()  # type: ignore[no-any-return]
+        module, runs = _kept_module(self, reads.only_runs)  # type: ignore[arg-type]
+        if module is None:
+            module = await self.make_module_async()
+            _keep_module(self, reads.only_runs, module, runs)  # type: ignore[arg-type]
         return module
 
 

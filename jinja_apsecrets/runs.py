@@ -235,7 +235,8 @@ def render_runs(
 
 
 class RenderCache:
-    """Rendered element tuples and warm ``secret()`` values of one resolver.
+    """Rendered element tuples and warm ``secret()`` values of one resolver,
+    and the imported modules made from rendered runs.
 
     Plain dicts of ``key -> (expires, generation, value)``: a warm render reads
     one entry with one clock read and one generation check (a
@@ -253,6 +254,9 @@ class RenderCache:
         self.maxsize = maxsize
         self.runs: dict[str, tuple[float, int, tuple[Any, ...]]] = {}
         self.values: dict[tuple[str, str], tuple[float, int, SecretText]] = {}
+        #: Imported modules made from rendered runs: ``key -> (runs, template,
+        #: module)``, served while ``runs`` is the warm entry under ``key``.
+        self.modules: dict[str, tuple[tuple[Any, ...], Any, Any]] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles empty: it holds secret values.
@@ -293,6 +297,12 @@ class RenderCache:
         self, ref: tuple[str, str], value: SecretText, expires: float, generation: int
     ) -> None:
         self._store(self.values, ref, (expires, generation, value))
+
+    def store_module(self, key: str, kept: tuple[tuple[Any, ...], Any, Any]) -> None:
+        if key not in self.modules and len(self.modules) >= self.maxsize:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self.modules[next(iter(self.modules))]
+        self.modules[key] = kept
 
     def _store(self, table: dict[Any, Any], key: Any, entry: tuple[float, int, Any]) -> None:
         # Never keep what was looked up before an invalidation, or is already stale.
