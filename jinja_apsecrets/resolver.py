@@ -31,6 +31,7 @@ from .answers import Found, Located, Ref, about, answer
 from .cache import Claim, Key, Outcome, SecretCache
 from .checks import ConnectionChecks
 from .connections import OVERRIDABLE, Connections, load
+from .credentials import portable_source
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .fetching import Connection, Fetcher
 from .forksafe import track
@@ -437,7 +438,10 @@ class Resolver:
         # Settings, hooks and providers (rebuilt from their options) only: no
         # cached secrets, locks, pools or SDK clients. A hook that keeps values
         # (a Redactor) must leave them out of its own pickle.
+        # Credentials neither (see .credentials): connections built from a
+        # configuration read them from its source again where unpickled.
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["source"] = portable_source(self.source)
         state["_policy"] = self._policy
         state["connection_ttl"] = self.connection_ttl
         state["_connections"] = self._connections  # providers and their settings
@@ -447,6 +451,7 @@ class Resolver:
         connection_ttl = state.pop("connection_ttl")
         self.__dict__.update(state)
         self._init_runtime(connection_ttl)
+        self._connections.recover(self.source, self.config_overrides)
 
 
 def _value(found: Found, ref: Ref) -> str:
