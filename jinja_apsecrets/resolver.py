@@ -14,6 +14,11 @@ Generations: :meth:`Resolver.generation` changes whenever cached secrets are
 invalidated, or the configuration or policy changes. Parse memos, claims and
 stored results are tied to the generation they were made under, so nothing
 requested after a change is answered from before it.
+
+A resolver pickles as its settings, hooks and connections: no cached value,
+lock, pool or client (rebuilt where it is unpickled, and in a forked child,
+see :mod:`.forksafe`), and no credential of a configuration: the unpickled
+resolver reads those from its configuration source again (:mod:`.credentials`).
 """
 
 from __future__ import annotations
@@ -427,16 +432,13 @@ class Resolver:
         return f"<Resolver connections=[{names}] cached={len(self._cache)}>"
 
     def __getstate__(self) -> dict[str, Any]:
-        # Settings, hooks and providers (rebuilt from their options) only: no
-        # cached secrets, locks, pools or SDK clients. A hook that keeps values
-        # (a Redactor) must leave them out of its own pickle.
-        # Credentials neither (see .credentials): connections built from a
-        # configuration read them from its source again where unpickled.
+        # Settings, hooks and connections only (see the module docstring). A
+        # hook that keeps values (a Redactor) leaves them out of its own pickle.
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        state["source"] = portable_source(self.source)
+        state["source"] = portable_source(self.source)  # no plain-text credentials
         state["_policy"] = self._policy
         state["connection_ttl"] = self.connection_ttl
-        state["_connections"] = self._connections  # providers and their settings
+        state["_connections"] = self._connections  # specs without credentials, or providers
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
