@@ -119,15 +119,20 @@ def portable_source(
 
 
 def _portable(name: Any, raw: Any) -> Any:
+    """One connection of a mapping as pickled. If any of its credentials is
+    written in plain text, all of them are left out: it cannot work without
+    that one anyway, and one of a pair left out alone (AWS's two keys) would
+    make the whole mapping invalid where it is read again."""
     if not isinstance(raw, Mapping):
         return raw
     try:
         fields = get_provider_class(raw.get("provider", name)).fields
     except SecretsError:  # unknown here: keep the common settings only
         return {k: v for k, v in raw.items() if k in ("provider", "ttl", "concurrency")}
-    return {
-        k: v for k, v in raw.items() if k not in fields or not fields[k].secret or _says_where(v)
-    }
+    secret = {k for k, v in raw.items() if k in fields and fields[k].secret and v not in (None, "")}
+    if all(_says_where(raw[k]) for k in secret):
+        return raw
+    return {k: v for k, v in raw.items() if k not in secret}
 
 
 def _says_where(value: Any) -> bool:
@@ -155,8 +160,8 @@ def recover(name: str, pickled: Any, config: Any) -> Any:
             )
         elif lacks(pickled, spec):
             reason = (
-                f"{config.origin} gives none here (a credential written in plain text in a "
-                "configuration mapping is never pickled)"
+                f"{config.origin} gives none in this process (a credential written in plain "
+                "text in a configuration mapping is never pickled)"
             )
         else:
             return spec

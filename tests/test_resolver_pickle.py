@@ -149,6 +149,24 @@ class TestMappingConfig:
         clone = roundtrip(Resolver.from_config(config(local, sealed)), TOKEN)
         assert clone.get("keyed", "s:k") == "value-of-s"
 
+    def test_one_plain_text_credential_fails_its_own_connection_only(
+        self, local: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # AWS takes its two keys together: leaving out the plain one alone
+        # would make the whole mapping invalid where it is unpickled.
+        monkeypatch.setenv("APS_PICKLE_TOKEN", TOKEN)
+        monkeypatch.setenv("APS_PICKLE_KEY_ID", "AKIAPICKLETEST")
+        source = config(local, "${APS_PICKLE_TOKEN}")
+        source["connections"]["aws"] = {
+            "region": "us-east-1",
+            "accessKeyId": "${APS_PICKLE_KEY_ID}",
+            "secretAccessKey": OTHER,
+        }
+        clone = roundtrip(Resolver.from_config(source), TOKEN, OTHER, "AKIAPICKLETEST")
+        assert clone.get("keyed", "s:k") == "value-of-s"
+        with pytest.raises(SecretConnectionError, match="secretAccessKey"):
+            clone.get("aws", "prod/db:password")
+
     def test_reload_does_not_replace_a_missing_credential_with_none(self, local: Path) -> None:
         clone = roundtrip(Resolver.from_config(config(local, TOKEN)), TOKEN)
         clone.reload()
