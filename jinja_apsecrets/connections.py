@@ -150,9 +150,9 @@ class Connections:
 
     def recover(self, source: Source | None, overrides: Mapping[str, Any]) -> None:
         """After unpickling: give each connection that came without its
-        credentials those ``source`` gives in this process (read only if one
-        needs it); one that cannot get them stays :class:`~.credentials.Unavailable`
-        with the reason."""
+        credentials those ``source`` gives in this process (it is read only if
+        one needs it); one that cannot get them stays
+        :class:`~.credentials.Unavailable`, failing with the reason."""
         pending = [name for name, c in self._by_name.items() if withheld(c.spec)]
         if not pending:
             return
@@ -165,17 +165,12 @@ class Connections:
         for name in pending:
             conn = self._by_name[name]
             found = recover(name, conn.spec, config)
-            if not isinstance(found, SecretsError):
-                try:
-                    provider = get_provider_class(found.provider)(name, found.options)
-                except SecretsError as exc:
-                    found = exc
-                else:
-                    self._by_name[name] = Connection(provider, conn.ttl, conn.concurrency, found)
-                    continue
-            self._by_name[name] = Connection(
-                Unavailable(name, found), conn.ttl, conn.concurrency, conn.spec
-            )
+            provider: Provider
+            if isinstance(found, SecretsError):  # a later reload() may still give them
+                provider, spec = Unavailable(name, found), conn.spec
+            else:
+                provider, spec = get_provider_class(found.provider)(name, found.options), found
+            self._by_name[name] = Connection(provider, conn.ttl, conn.concurrency, spec)
 
     def __getstate__(self) -> dict[str, Any]:
         # Never empty (pickle skips __setstate__ for a falsy state).
