@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, ValuesView
 from os import PathLike
 from typing import Any
 
-from .credentials import Unavailable, lacks, recover, withheld, withhold
+from .credentials import Unavailable, lacks, recover, unread, withheld, withhold
 from .errors import SecretsError, SecretValidationError
 from .fetching import DEFAULT_CONCURRENCY, Connection
 from .providers import get_provider_class
@@ -180,7 +180,7 @@ class Connections:
         self._by_name = {}
         for name, (provider, ttl, concurrency, spec) in state["connections"].items():
             if provider is None:  # came without credentials: until recover() gives them
-                provider = Unavailable(name, recover(name, spec, None))
+                provider = Unavailable(name, unread(name, spec))
             self._by_name[name] = Connection(provider, ttl, concurrency, spec)
 
 

@@ -38,12 +38,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from os import PathLike
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .crypto import is_encrypted
 from .errors import SecretConnectionError, SecretsError
 from .providers import get_provider_class
 from .providers.base import FetchResult, Locator, Provider, SecretId
+
+if TYPE_CHECKING:  # config imports cryptography's users and YAML: only when it is used
+    from .config import Config, ConnectionSpec
 
 __all__ = [
     "WITHHELD",
@@ -51,6 +54,7 @@ __all__ = [
     "lacks",
     "portable_source",
     "recover",
+    "unread",
     "withheld",
     "withhold",
 ]
@@ -93,7 +97,7 @@ def withheld(spec: Any) -> frozenset[str]:
     return frozenset(k for k, v in options.items() if v is WITHHELD)
 
 
-def lacks(current: Any, new: Any) -> bool:
+def lacks(current: Any, new: ConnectionSpec) -> bool:
     """Whether ``new`` (a spec read in this process) is the same provider as
     ``current`` but gives none of a credential ``current`` came without: then
     the connection stays unavailable rather than run without it."""
@@ -142,38 +146,52 @@ def _says_where(value: Any) -> bool:
     )
 
 
-def recover(name: str, pickled: Any, config: Any) -> Any:
+def unread(name: str, pickled: ConnectionSpec) -> SecretsError:
+    """Why connection ``name`` has no credentials while no source was read."""
+    return _no_credentials(
+        name, pickled, "this resolver has no configuration source to read them from again"
+    )
+
+
+def recover(
+    name: str, pickled: ConnectionSpec, config: Config | SecretsError | None
+) -> ConnectionSpec | SecretsError:
     """The spec in ``config`` (the source read again in this process, the
     error reading it raised, or None without a source) that gives connection
     ``name`` back what ``pickled`` came without, or the error saying why not."""
-    missing = withheld(pickled)
     if config is None:
-        reason = "this resolver has no configuration source to read them from again"
-    elif isinstance(config, SecretsError):
+        return unread(name, pickled)
+    if isinstance(config, SecretsError):
         reason = f"reading the configuration again failed: {config.message}"
-    else:
-        spec = config.connections.get(name)
-        if spec is None or _without(spec, missing) != _without(pickled, missing):
-            reason = (
-                f"{config.origin} no longer configures it as it was when pickled "
-                "(call reload() to apply the change)"
-            )
-        elif lacks(pickled, spec):
-            reason = (
-                f"{config.origin} gives none in this process (a credential written in plain "
-                "text in a configuration mapping is never pickled)"
-            )
-        else:
-            return spec
+        return _no_credentials(name, pickled, reason)
+    missing = withheld(pickled)
+    spec = config.connections.get(name)
+    if spec is None or _without(spec, missing) != _without(pickled, missing):
+        reason = (
+            f"{config.origin} no longer configures it as it was when pickled "
+            "(call reload() to apply the change)"
+        )
+        return _no_credentials(name, pickled, reason)
+    if lacks(pickled, spec):
+        reason = (
+            f"{config.origin} gives none in this process (a credential written in plain "
+            "text in a configuration mapping is never pickled)"
+        )
+        return _no_credentials(name, pickled, reason)
+    return spec
+
+
+def _no_credentials(name: str, pickled: ConnectionSpec, reason: str) -> SecretsError:
+    fields = ", ".join(sorted(withheld(pickled)))
     return SecretConnectionError(
-        f"No credentials for connection {name!r} in this process ({', '.join(sorted(missing))}):"
-        f" a resolver is pickled without them, and {reason}",
+        f"No credentials for connection {name!r} in this process ({fields}): "
+        f"a resolver is pickled without them, and {reason}",
         provider=name,
         hint=_HINT,
     )
 
 
-def _without(spec: Any, fields: frozenset[str]) -> Any:
+def _without(spec: ConnectionSpec, fields: frozenset[str]) -> ConnectionSpec:
     return replace(spec, options={k: v for k, v in spec.options.items() if k not in fields})
 
 
