@@ -34,6 +34,7 @@ read its credentials from again.
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -112,10 +113,13 @@ def lacks(current: Any, new: ConnectionSpec) -> bool:
 def portable_source(
     source: str | PathLike[str] | Mapping[str, Any] | None,
 ) -> str | PathLike[str] | Mapping[str, Any] | None:
-    """``source`` as it is pickled: a path as it is; a mapping without the
+    """``source`` as it is pickled: a path made absolute (the process that
+    reads it again may work in another folder); a mapping without the
     credentials written in it in plain text (``${VAR}`` and ``enc:`` kept)."""
+    if source is None:
+        return None
     if not isinstance(source, Mapping):
-        return source
+        return os.path.abspath(source)
     connections = source.get("connections")
     if not isinstance(connections, Mapping):
         return source

@@ -198,6 +198,15 @@ class TestFileConfig:
         assert clone.get("keyed", "s:k") == "value-of-s"
         assert clone.ttl == 7
 
+    def test_a_relative_path_is_read_again_from_another_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        (tmp_path / "apsecrets.yaml").write_text(f"connections:\n  keyed: {{token: {TOKEN}}}\n")
+        monkeypatch.chdir(tmp_path)
+        blob = pickle.dumps(Resolver.from_config("apsecrets.yaml"))
+        monkeypatch.chdir(tmp_path.parent)
+        assert pickle.loads(blob).get("keyed", "s:k") == "value-of-s"
+
     def test_a_changed_file_is_not_applied_by_unpickling(self, tmp_path: Path) -> None:
         path = tmp_path / "apsecrets.yaml"
         path.write_text(f"connections:\n  keyed: {{token: {TOKEN}, region: eu}}\n")
