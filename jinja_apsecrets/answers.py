@@ -3,7 +3,8 @@
 After a round, every located reference has its secret's outcome (a cached
 document or an error). :func:`answer` turns them into what callers get: per
 reference, its value as text (or the error that names that reference) and
-when that value expires. Nothing here does I/O or keeps state.
+when that value expires; :func:`values_of` and :func:`value_of` pick out what
+the resolver's ``get`` doors hand out. Nothing here does I/O or keeps state.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .errors import SecretNotFoundError, SecretsError
 from .fetching import Connection
 from .providers.base import Locator
 
-__all__ = ["Found", "Located", "Ref", "about", "answer"]
+__all__ = ["Found", "Located", "Ref", "about", "answer", "value_of", "values_of"]
 
 Ref = tuple[str, str]
 #: A located reference: its connection and locator, or why it cannot be fetched.
@@ -61,3 +62,17 @@ def _select(
             path=ref[1],
         )
         return error, now
+
+
+def values_of(found: Found) -> dict[Ref, str | SecretsError]:
+    """Each reference's value or error, without expiries."""
+    return {ref: value for ref, (value, _) in found.items()}
+
+
+def value_of(found: Found, ref: Ref) -> str:
+    """The value of ``ref`` in ``found``, or a copy of its error raised (a
+    found error is shared: each raise gets its own copy)."""
+    value = found[ref][0]
+    if isinstance(value, SecretsError):
+        raise value.copy()
+    return value

@@ -81,18 +81,16 @@ class SecretCache:
         self._entries: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, _ttu, timer=timer)
         self._last: TLRUCache[Key, CacheEntry] = TLRUCache(maxsize, self._stale_ttu, timer=timer)
         self._inflight: dict[Key, Future[Outcome]] = {}
-        self._generation = 0
-
-    @property
-    def generation(self) -> int:
-        """A counter bumped by every :meth:`invalidate` and :meth:`bump`."""
-        return self._generation
+        #: A counter bumped by every :meth:`invalidate` and :meth:`bump` (read
+        #: it, never write it). A plain attribute: warm renders read it once
+        #: each, and a property would double what that read costs.
+        self.generation = 0
 
     def bump(self) -> None:
         """Start a new generation without dropping entries (a policy change:
         what is cached is still right, but decisions made on it are not)."""
         with self._lock:
-            self._generation += 1
+            self.generation += 1
 
     def _stale_ttu(self, _key: Any, value: CacheEntry, _now: float) -> float:
         return value.expires + self.stale_if_error
@@ -107,7 +105,7 @@ class SecretCache:
         """
         claim = Claim({}, {}, {})
         with self._lock:
-            if generation is not None and generation != self._generation:
+            if generation is not None and generation != self.generation:
                 return None
             for key in keys:
                 entry = self._entries.get(key)
@@ -202,7 +200,7 @@ class SecretCache:
         anew instead of waiting for a value from before.
         """
         with self._lock:
-            self._generation += 1
+            self.generation += 1
             for table in (self._entries, self._last, self._inflight):
                 if connection is None:
                     table.clear()

@@ -33,7 +33,11 @@ class ConnectionChecks:
         self._timer = timer
         self._maxsize = maxsize
         self._lock = threading.Lock()
-        self.ttl = ttl
+        self._ttl = float(ttl)
+        self._outcomes = self._new_outcomes()
+
+    def _new_outcomes(self) -> TTLCache[str, SecretsError | str]:
+        return TTLCache(self._maxsize, self._ttl, timer=self._timer)
 
     @property
     def ttl(self) -> float:
@@ -41,12 +45,12 @@ class ConnectionChecks:
 
     @ttl.setter
     def ttl(self, seconds: float) -> None:
-        # A TTLCache has one lifetime: a new one drops outcomes kept under the old.
-        self._ttl = float(seconds)
-        with self._lock:
-            self._outcomes: TTLCache[str, SecretsError | str] = TTLCache(
-                self._maxsize, self._ttl, timer=self._timer
-            )
+        # A TTLCache has one lifetime: a new one drops the outcomes kept under
+        # the old, so only a change makes one.
+        if float(seconds) != self._ttl:
+            self._ttl = float(seconds)
+            with self._lock:
+                self._outcomes = self._new_outcomes()
 
     def fresh(self, name: str) -> bool:
         """True if a passed check is cached; raises a cached failure; else False."""

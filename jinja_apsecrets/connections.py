@@ -5,9 +5,12 @@ A :class:`Connections` registry maps connection names to
 concurrency and the config spec it was built from). It adds, replaces and
 removes connections (closing the providers it lets go), makes itself match a
 new configuration while keeping the connections whose spec did not change
-(their clients and cached secrets stay), rebuilds provider clients after a
-fork and pickles as providers with their settings (a provider pickles as its
-options: no client, no value).
+(their clients and cached secrets stay), and rebuilds provider clients after a
+fork. It pickles each connection with its settings, and no client and no
+value: a connection built in code as its provider (a provider pickles as its
+name and options), one built from a configuration as its spec without
+credentials, which :meth:`Connections.recover` gets back after unpickling by
+reading the configuration again (see :mod:`.credentials`).
 
 The registry holds no cache: whenever it lets a connection go, it says so
 (``add`` and ``remove`` return whether one went; :meth:`Connections.sync`
@@ -26,7 +29,8 @@ from collections.abc import Callable, Mapping, ValuesView
 from os import PathLike
 from typing import Any
 
-from .errors import SecretValidationError
+from .credentials import Unavailable, lacks, recover, unread, withheld, withhold
+from .errors import SecretsError, SecretValidationError
 from .fetching import DEFAULT_CONCURRENCY, Connection
 from .providers import get_provider_class
 from .providers.base import Provider
@@ -99,7 +103,7 @@ class Connections:
                 dropped(name)
         for name, spec in wanted.items():
             current = self._by_name.get(name)
-            if current is not None and current.spec == spec:
+            if current is not None and (current.spec == spec or lacks(current.spec, spec)):
                 continue
             provider = get_provider_class(spec.provider)(name, spec.options)
             replaced = self.add(
@@ -144,17 +148,48 @@ class Connections:
         for conn in self._by_name.values():
             conn._after_fork()
 
+    def recover(self, source: Source | None, overrides: Mapping[str, Any]) -> None:
+        """After unpickling: give each connection that came without its
+        credentials those ``source`` gives in this process (it is read only if
+        one needs it); one that cannot get them stays
+        :class:`~.credentials.Unavailable`, failing with the reason."""
+        pending = [name for name, c in self._by_name.items() if withheld(c.spec)]
+        if not pending:
+            return
+        config: Any = None
+        if source is not None:
+            try:
+                config = load(source, overrides)
+            except SecretsError as exc:
+                config = exc
+        for name in pending:
+            conn = self._by_name[name]
+            found = recover(name, conn.spec, config)
+            provider: Provider
+            if isinstance(found, SecretsError):  # a later reload() may still give them
+                provider, spec = Unavailable(name, found), conn.spec
+            else:
+                provider, spec = get_provider_class(found.provider)(name, found.options), found
+            self._by_name[name] = Connection(provider, conn.ttl, conn.concurrency, spec)
+
     def __getstate__(self) -> dict[str, Any]:
         # Never empty (pickle skips __setstate__ for a falsy state).
-        return {
-            "connections": {
-                name: (c.provider, c.ttl, c.concurrency, c.spec)
-                for name, c in self._by_name.items()
-            }
-        }
+        return {"connections": {name: _portable(c) for name, c in self._by_name.items()}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._by_name = {
-            name: Connection(provider, ttl, concurrency, spec)
-            for name, (provider, ttl, concurrency, spec) in state["connections"].items()
-        }
+        self._by_name = {}
+        for name, (provider, ttl, concurrency, spec) in state["connections"].items():
+            if provider is None:  # came without credentials: until recover() gives them
+                provider = Unavailable(name, unread(name, spec))
+            self._by_name[name] = Connection(provider, ttl, concurrency, spec)
+
+
+def _portable(conn: Connection) -> tuple[Provider | None, float, int, Any]:
+    """A connection as pickled: one built from a configuration that holds
+    credentials as its spec without them (no provider: it is rebuilt from the
+    spec), any other as its provider (which pickles as it pickles itself)."""
+    if conn.spec is not None:
+        spec = withhold(conn.spec, type(conn.provider))
+        if withheld(spec):
+            return None, conn.ttl, conn.concurrency, spec
+    return conn.provider, conn.ttl, conn.concurrency, conn.spec

@@ -35,8 +35,7 @@ import re
 from collections.abc import Mapping
 from functools import partial
 from types import CodeType
-from typing import Any, cast
-from weakref import WeakKeyDictionary
+from typing import Any, NamedTuple, cast
 
 from jinja2 import nodes, pass_context, pass_eval_context
 from jinja2.environment import Environment, Template, TemplateModule
@@ -65,6 +64,7 @@ from .prefetch import (
     MARK,
     PREFETCH_FILTER,
     PREFETCH_TAG,
+    RAW_FILTER,
     RUN_TAG,
     RUN_TOKEN,
     SCOPE_TOKEN,
@@ -74,6 +74,7 @@ from .prefetch import (
     collect_static_refs,
     manifest_of,
     plan_tokens,
+    root_scope_key,
 )
 from .reference import SEPARATOR, Reference, RefSpan, Span, TemplateScanner
 from .resolver import OnMissing, Resolver
@@ -125,6 +126,9 @@ class SecretsExtension(Extension):
         environment.filters[PREFETCH_FILTER] = _prefetch_filter
         environment.filters[CALL_FILTER] = _call_filter
         environment.filters[VALUE_FILTER] = _value_filter
+        # A raw run's element is a plain str (or a Pending, whose str() prints
+        # it as its scope escapes): str returns it as it is, in C.
+        environment.filters[RAW_FILTER] = str
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
         fresh = _FRESH_MODULES.get(environment.template_class)
         if fresh is not None:
@@ -333,6 +337,12 @@ class SecretsExtension(Extension):
         run, pieces = planned.run, planned.pieces
         for ref in planned.first:
             self._validate(parser, ref)
+        if run.raw:
+            # A filter block with nothing in it yields its filter's result as
+            # it is: the element, escaped already, without Jinja's escape().
+            element = _internal_name(planned.names[0], lineno)
+            printed = nodes.Filter(element, RAW_FILTER, [], [], None, None, lineno=lineno)
+            return nodes.FilterBlock([], printed, lineno=lineno)
         if not run.split:
             return nodes.Output([_internal_name(planned.names[0], lineno)], lineno=lineno)
         # Each value printed by Jinja, which applies finalize and escaping to
@@ -391,7 +401,7 @@ def _prefetch_filter(
     if cache is not None:
         # RenderCache.runs_hit, inlined: this is the whole cost of a warm render.
         entry = cache.runs.get(key)
-        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+        if entry is not None and entry[0] > cache.timer() and entry[1] == cache.secrets.generation:
             return entry[2]
     return _render_scope(context.environment, key, name, autoescape, spec)
 
@@ -462,7 +472,11 @@ def _call_filter(context: Context, fn: Any, *args: Any, **kwargs: Any) -> Any:
                 entry = cache.values.get(args)
             except TypeError:  # unhashable arguments: secret() says what is wrong
                 entry = None
-            if entry is not None and entry[0] > cache.timer() and entry[1] == cache.generation():
+            if (
+                entry is not None
+                and entry[0] > cache.timer()
+                and entry[1] == cache.secrets.generation
+            ):
                 return entry[2]
         return secret(context, *args)
     env = context.environment
@@ -486,61 +500,133 @@ def _value_filter(eval_ctx: EvalContext, value: Any) -> Any:
 #: Names in compiled code that mark a template reading secrets besides its static
 #: references (a ``secret()`` call, the ``resolve_secrets`` filter).
 _SECRET_NAMES = frozenset({CALL_FILTER, "resolve_secrets"})
-_holds: WeakKeyDictionary[Template, bool] = WeakKeyDictionary()
 
 
-def _reads_secrets(template: Template, seen: set[str] | None = None) -> bool:
+class _Reads(NamedTuple):
+    """How a compiled template reads secrets (memoized on the template)."""
+
+    any: bool
+    #: The render-cache key of its top-level runs, if it reads secrets only
+    #: through them: a module made from those runs can be checked against it.
+    only_runs: str | None
+
+
+def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
     """Whether rendering ``template``, or a template it loads by a constant
-    name, reads secrets (memoized per compiled template)."""
-    known = _holds.get(template)
+    name, reads secrets, and whether only through its own top-level runs."""
+    known: _Reads | None = template.__dict__.get("_apsecrets_reads")
     if known is not None:
         return known
     seen = set() if seen is None else seen
     seen.add(template.name or "")
     refs, deps = manifest_of(template)
-    found = bool(refs)
-    if not found:
-        funcs = [template.root_render_func, *template.blocks.values()]
-        todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-        while todo and not found:
-            for const in todo.pop().co_consts:
-                if isinstance(const, str) and const in _SECRET_NAMES:
-                    found = True
-                    break
-                if isinstance(const, CodeType):
-                    todo.append(const)
-    for dep in deps if not found else ():
+    called = False
+    funcs = [template.root_render_func, *template.blocks.values()]
+    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+    while todo and not called:
+        for const in todo.pop().co_consts:
+            if isinstance(const, str) and const in _SECRET_NAMES:
+                called = True
+                break
+            if isinstance(const, CodeType):
+                todo.append(const)
+    loaded = False
+    for dep in deps:
         try:
             name = template.environment.join_path(dep, template.name or "")
             if name in seen:
                 continue
-            if _reads_secrets(template.environment.get_template(name), seen):
-                found = True
+            if _reads_secrets(template.environment.get_template(name), seen).any:
+                loaded = True
                 break
         except Exception:  # noqa: S112 - the tag that loads it reports that itself
             continue
-    _holds[template] = found
-    return found
+    key = root_scope_key(template)
+    # Runs in blocks have scopes (and cache entries) of their own.
+    only_runs = key if not (called or loaded or template.blocks) else None
+    known = _Reads(bool(refs) or called or loaded, only_runs)
+    template.__dict__["_apsecrets_reads"] = known
+    return known
+
+
+def _kept_module(template: Template, key: str) -> tuple[TemplateModule | None, Any]:
+    """The module kept for ``template`` if it was made from the warm runs under
+    ``key``, and those runs (None if they are not warm)."""
+    cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
+    if cache is None:
+        return None, None
+    entry = cache.runs.get(key)
+    if entry is None or entry[0] <= cache.timer() or entry[1] != cache.secrets.generation:
+        return None, None
+    runs = entry[2]
+    kept = cache.modules.get(key)
+    if kept is not None and kept[0] is runs and kept[1] is template:
+        return kept[2], runs
+    return None, runs
+
+
+def _keep_module(template: Template, key: str, module: TemplateModule, runs: Any) -> None:
+    """Keep ``module`` if it was made from ``runs``: they are still the warm
+    runs after it was made (a prefetch that found them stale would have
+    stored new ones)."""
+    cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
+    if runs is not None and cache is not None and _kept_module(template, key)[1] is runs:
+        cache.store_module(key, (runs, template, module))
 
 
 class _FreshModules:
     """Jinja keeps an imported template's rendered module on the template (in
     the template cache) and serves it to every later ``{% import %}`` and
-    ``{% from ... import %}``: a template that reads secrets would keep their
-    values there past their TTL, ``invalidate()`` and rotation (DESIGN rule 1).
-    Such a template's module is rendered again on each import, as Jinja does
-    for ``with context`` imports; other templates keep Jinja's cache."""
+    ``{% from ... import %}``. A module of a template that reads secrets holds
+    values (exported variables, macros bound to rendered runs), so it is never
+    kept there (DESIGN rule 1): such a template's module is made on each
+    import, as Jinja does for imports that see the context's globals.
+
+    A template that reads secrets only through its top-level runs (a library
+    of macros holding references) has its module kept in the render cache
+    instead, beside the runs, and served while the warm runs are the ones it
+    was made from (the same tuple: neither expired nor invalidated since).
+    Templates that read no secrets keep Jinja's cache."""
+
+    environment: Environment
+    globals: Any
+    make_module: Any
+    make_module_async: Any
+
+    def _fresh(self, ctx: Context | None) -> _Reads | None:
+        """How the template reads secrets, or None where Jinja's own
+        ``_get_default_module`` decides (no secrets; async mode in the sync
+        call, which Jinja refuses; an import that sees the context's extra
+        globals, for which Jinja makes a module it does not keep)."""
+        reads = _reads_secrets(self)  # type: ignore[arg-type]
+        if not reads.any:
+            return None
+        if ctx is not None and ctx.globals_keys - self.globals.keys():
+            return None
+        return reads
 
     def _get_default_module(self, ctx: Context | None = None) -> TemplateModule:
-        module: TemplateModule = super()._get_default_module(ctx)  # type: ignore[misc]
-        if _reads_secrets(self):  # type: ignore[arg-type]
-            setattr(self, "_module", None)  # noqa: B010 - Template's attribute, not ours
+        reads = None if self.environment.is_async else self._fresh(ctx)
+        if reads is None:
+            return super()._get_default_module(ctx)  # type: ignore[misc,no-any-return]
+        if reads.only_runs is None:
+            return self.make_module()  # type: ignore[no-any-return]
+        module, runs = _kept_module(self, reads.only_runs)  # type: ignore[arg-type]
+        if module is None:
+            module = self.make_module()
+            _keep_module(self, reads.only_runs, module, runs)  # type: ignore[arg-type]
         return module
 
     async def _get_default_module_async(self, ctx: Context | None = None) -> TemplateModule:
-        module: TemplateModule = await super()._get_default_module_async(ctx)  # type: ignore[misc]
-        if _reads_secrets(self):  # type: ignore[arg-type]
-            setattr(self, "_module", None)  # noqa: B010 - Template's attribute, not ours
+        reads = self._fresh(ctx)
+        if reads is None:
+            return await super()._get_default_module_async(ctx)  # type: ignore[misc,no-any-return]
+        if reads.only_runs is None:
+            return await self.make_module_async()  # type: ignore[no-any-return]
+        module, runs = _kept_module(self, reads.only_runs)  # type: ignore[arg-type]
+        if module is None:
+            module = await self.make_module_async()
+            _keep_module(self, reads.only_runs, module, runs)  # type: ignore[arg-type]
         return module
 
 

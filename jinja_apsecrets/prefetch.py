@@ -53,6 +53,7 @@ __all__ = [
     "MARK",
     "PREFETCH_FILTER",
     "PREFETCH_TAG",
+    "RAW_FILTER",
     "RUN_TAG",
     "VALUE_FILTER",
     "PlannedRun",
@@ -60,6 +61,7 @@ __all__ = [
     "collect_static_refs",
     "manifest_of",
     "plan_tokens",
+    "root_scope_key",
     "static_refs_of",
 ]
 
@@ -72,10 +74,11 @@ PREFETCH_TAG = "__apsecrets_prefetch__"
 CALL_FILTER = "__apsecrets_call__"
 PREFETCH_FILTER = "__apsecrets_prefetch__"
 VALUE_FILTER = "__apsecrets_value__"
+RAW_FILTER = "__apsecrets_raw__"
 #: Only plan_tokens may name these filters: written in a template, the prefetch
 #: filter would store what the template chose under another template's cache
 #: key, and the call filter would call anything.
-_INTERNAL_FILTERS = frozenset({CALL_FILTER, PREFETCH_FILTER, VALUE_FILTER})
+_INTERNAL_FILTERS = frozenset({CALL_FILTER, PREFETCH_FILTER, VALUE_FILTER, RAW_FILTER})
 #: Token types only this module creates: the lexer never yields them, so a
 #: template cannot forge a run or a prefetch.
 RUN_TOKEN = "apsecrets_run"
@@ -198,6 +201,7 @@ def plan_tokens(
     closes: list[int] = []  # paren depths at which a rewritten secret( call ends
     depth = 0
     autoescape_depth = 0
+    extends = False  # whether the template's top level prints only without a parent
     in_call_tag = False
     opens_block: str | None = None
     rewrote = False
@@ -248,7 +252,8 @@ def plan_tokens(
                 autoescape_depth = max(0, autoescape_depth - 1)
             elif tag == "call":
                 in_call_tag = True
-            elif tag in _LOADERS and i + 2 < n and tokens[i + 2].type == "string":
+            extends = extends or tag == "extends"
+            if tag in _LOADERS and i + 2 < n and tokens[i + 2].type == "string":
                 deps[tokens[i + 2].value] = None
         elif kind in _TAG_END:
             in_call_tag = False
@@ -294,7 +299,8 @@ def plan_tokens(
         _close(scopes.pop(), out, name, environment)
     if not (root.runs or refs or deps or rewrote):
         return _replay(tokens, error)
-    _close(root, out, name, environment, manifest=(tuple(refs), tuple(deps)))
+    manifest = (tuple(refs), tuple(deps))
+    _close(root, out, name, environment, manifest=manifest, raw=not extends)
     return _replay(out, error) if error is not None else iter(out)
 
 
@@ -327,17 +333,27 @@ def _close(
     name: str | None,
     environment: Environment,
     manifest: tuple[tuple[RefKey, ...], tuple[str, ...]] | None = None,
+    raw: bool = True,
 ) -> None:
-    """Name the scope's runs and put its prefetch tag in front of it."""
+    """Name the scope's runs and put its prefetch tag in front of it.
+
+    Under autoescape, the scope's joined runs are printed raw (see
+    :mod:`.runs`) if ``raw``: a block's always, the top level's when the
+    template has no ``extends``."""
     if not scope.runs and manifest is None:
         return
+    auto = environment.autoescape
+    autoescape = bool(auto(name) if callable(auto) else auto)
+    if autoescape and raw:
+        scope.runs = [
+            (index, run if run.split else run._replace(raw=True), pieces, first)
+            for index, run, pieces, first in scope.runs
+        ]
     runs = tuple(tuple(run) for _, run, _, _ in scope.runs)
     if manifest is not None:
         spec: tuple[Any, ...] = (MARK, manifest[0], manifest[1], runs)
     else:
         spec = (BLOCK_MARK, (), (), runs)
-    auto = environment.autoescape
-    autoescape = bool(auto(name) if callable(auto) else auto)
     scope_id = _scope_digest(name, scope.label, autoescape, spec)
     all_names: list[str] = []
     for index, run, pieces, first in scope.runs:
@@ -356,27 +372,54 @@ def _close(
 
 # -- reading manifests back ---------------------------------------------------------
 
-_manifests: WeakKeyDictionary[Template, tuple[tuple[RefKey, ...], tuple[str, ...]]] = (
-    WeakKeyDictionary()
-)
+#: The top-level spec compiled into each template (None: the template has none).
+_specs: WeakKeyDictionary[Template, tuple[Any, ...] | None] = WeakKeyDictionary()
+
+
+def _root_spec(template: Template) -> tuple[Any, ...] | None:
+    """The constant ``(MARK, refs, deps, runs)`` compiled into ``template``."""
+    try:
+        return _specs[template]
+    except KeyError:
+        pass
+    found = None
+    funcs = [template.root_render_func, *template.blocks.values()]
+    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+    while todo and found is None:
+        for const in todo.pop().co_consts:
+            if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK:
+                found = const
+                break
+            if isinstance(const, CodeType):
+                todo.append(const)
+    _specs[template] = found
+    return found
 
 
 def manifest_of(template: Template) -> tuple[tuple[RefKey, ...], tuple[str, ...]]:
     """The static references and dependencies compiled into ``template``."""
-    found = _manifests.get(template)
-    if found is None:
-        found = ((), ())
-        funcs = [template.root_render_func, *template.blocks.values()]
-        todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-        while todo and found == ((), ()):
-            for const in todo.pop().co_consts:
-                if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK:
-                    found = (const[1], const[2])
-                    break
-                if isinstance(const, CodeType):
-                    todo.append(const)
-        _manifests[template] = found
-    return found
+    spec = _root_spec(template)
+    return ((), ()) if spec is None else (spec[1], spec[2])
+
+
+_root_keys: WeakKeyDictionary[Template, str | None] = WeakKeyDictionary()
+
+
+def root_scope_key(template: Template) -> str | None:
+    """The render-cache key of ``template``'s top-level runs, computed as
+    :func:`_close` computed it (None if the template has no runs there)."""
+    try:
+        return _root_keys[template]
+    except KeyError:
+        pass
+    key = None
+    spec = _root_spec(template)
+    if spec is not None and spec[3]:
+        auto = template.environment.autoescape
+        autoescape = bool(auto(template.name) if callable(auto) else auto)
+        key = _scope_digest(template.name, "", autoescape, spec)
+    _root_keys[template] = key
+    return key
 
 
 def collect_static_refs(

@@ -14,6 +14,11 @@ Generations: :meth:`Resolver.generation` changes whenever cached secrets are
 invalidated, or the configuration or policy changes. Parse memos, claims and
 stored results are tied to the generation they were made under, so nothing
 requested after a change is answered from before it.
+
+A resolver pickles as its settings, hooks and connections: no cached value,
+lock, pool or client (rebuilt where it is unpickled, and in a forked child,
+see :mod:`.forksafe`), and no credential of a configuration: the unpickled
+resolver reads those from its configuration source again (:mod:`.credentials`).
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from typing import Any, Literal
 
 from cachetools import LRUCache
 
-from .answers import Found, Located, Ref, about, answer
+from .answers import Found, Located, Ref, about, answer, value_of, values_of
 from .cache import Claim, Key, Outcome, SecretCache
 from .checks import ConnectionChecks
 from .connections import OVERRIDABLE, Connections, load
+from .credentials import portable_source
 from .errors import SecretNotFoundError, SecretsError, SecretValidationError
 from .fetching import Connection, Fetcher
 from .forksafe import track
@@ -142,8 +148,7 @@ class Resolver:
 
     @connection_ttl.setter
     def connection_ttl(self, seconds: float) -> None:
-        if float(seconds) != self._checks.ttl:
-            self._checks.ttl = float(seconds)
+        self._checks.ttl = seconds
 
     @property
     def requests(self) -> int:
@@ -164,9 +169,10 @@ class Resolver:
     ) -> Resolver:
         """Build a resolver from a YAML file or a mapping of the same shape.
         Keyword arguments win over the file, now and on :meth:`reload`."""
-        config = load(source, {k: v for k, v in kwargs.items() if k in OVERRIDABLE})
+        overrides = {k: v for k, v in kwargs.items() if k in OVERRIDABLE}
+        config = load(source, overrides)
         resolver = cls(**{**config.resolver_options(), **kwargs})
-        resolver.config_overrides = {k: v for k, v in kwargs.items() if hasattr(config, k)}
+        resolver.config_overrides = overrides
         resolver.source = source
         resolver.configure(config)
         return resolver
@@ -282,12 +288,8 @@ class Resolver:
 
     def cacheable(self, refs: Iterable[Ref]) -> list[Ref]:
         """The references whose connection is known and keeps values (ttl > 0)."""
-        out = []
-        for ref in refs:
-            conn = self._connections.find(ref[0])
-            if conn is not None and conn.ttl > 0:
-                out.append(ref)
-        return out
+        find = self._connections.find
+        return [ref for ref in refs if (conn := find(ref[0])) is not None and conn.ttl > 0]
 
     def validate(self, connection: str, path: str) -> None:
         """Raise the VALIDATION error of a reference, if it has one (offline)."""
@@ -351,28 +353,24 @@ class Resolver:
 
     def get_many(self, refs: Iterable[Ref]) -> dict[Ref, str | SecretsError]:
         """Resolve many references together; each maps to its value or its error."""
-        return _values(self.lookup(refs))
+        return values_of(self.lookup(refs))
 
     async def get_many_async(self, refs: Iterable[Ref]) -> dict[Ref, str | SecretsError]:
         """Async :meth:`get_many`."""
-        return _values(await self.lookup_async(refs))
+        return values_of(await self.lookup_async(refs))
 
     def get(self, connection: str, path: str) -> str:
         """The value of one reference. Raises its :class:`SecretsError`."""
-        return _value(self.lookup([(connection, path)]), (connection, path))
+        return value_of(self.lookup([(connection, path)]), (connection, path))
 
     async def get_async(self, connection: str, path: str) -> str:
         """Async :meth:`get`."""
-        return _value(await self.lookup_async([(connection, path)]), (connection, path))
+        return value_of(await self.lookup_async([(connection, path)]), (connection, path))
 
     def prefetch(self, refs: Iterable[Ref]) -> None:
         """Warm the cache for ``refs`` in one round (a job's references, before
         its renders); errors are kept for when they are used."""
         self.lookup(refs)
-
-    async def prefetch_async(self, refs: Iterable[Ref]) -> None:
-        """Async :meth:`prefetch`."""
-        await self.lookup_async(refs)
 
     # -- connection checks -----------------------------------------------------------
 
@@ -404,7 +402,7 @@ class Resolver:
         if not refs:
             return obj
         found = self.lookup({r.key for r in refs}, template=source)
-        return rebuild(obj, _values(found), on_missing or self.on_missing)
+        return rebuild(obj, values_of(found), on_missing or self.on_missing)
 
     async def resolve_async(
         self, obj: Any, *, on_missing: OnMissing | None = None, source: str | None = None
@@ -414,7 +412,7 @@ class Resolver:
         if not refs:
             return obj
         found = await self.lookup_async({r.key for r in refs}, template=source)
-        return rebuild(obj, _values(found), on_missing or self.on_missing)
+        return rebuild(obj, values_of(found), on_missing or self.on_missing)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -434,28 +432,17 @@ class Resolver:
         return f"<Resolver connections=[{names}] cached={len(self._cache)}>"
 
     def __getstate__(self) -> dict[str, Any]:
-        # Settings, hooks and providers (rebuilt from their options) only: no
-        # cached secrets, locks, pools or SDK clients. A hook that keeps values
-        # (a Redactor) must leave them out of its own pickle.
+        # Settings, hooks and connections only (see the module docstring). A
+        # hook that keeps values (a Redactor) leaves them out of its own pickle.
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["source"] = portable_source(self.source)  # no plain-text credentials
         state["_policy"] = self._policy
         state["connection_ttl"] = self.connection_ttl
-        state["_connections"] = self._connections  # providers and their settings
+        state["_connections"] = self._connections  # specs without credentials, or providers
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         connection_ttl = state.pop("connection_ttl")
         self.__dict__.update(state)
         self._init_runtime(connection_ttl)
-
-
-def _value(found: Found, ref: Ref) -> str:
-    """The value of ``ref`` in ``found``, or a copy of its error raised."""
-    value = found[ref][0]
-    if isinstance(value, SecretsError):
-        raise value.copy()
-    return value
-
-
-def _values(found: Found) -> dict[Ref, str | SecretsError]:
-    return {ref: value for ref, (value, _) in found.items()}
+        self._connections.recover(self.source, self.config_overrides)

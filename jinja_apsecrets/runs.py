@@ -22,12 +22,21 @@ a branch that is not taken never fails. Errors are decided before any text is
 joined, and values stay :class:`~jinja_apsecrets.values.SecretText` until
 joined, so no frame on an error's traceback shows a value.
 
-A joined run is a plain ``str`` (``Markup`` when autoescaped): Jinja prints
-each element with ``str()``, which copies a ``str`` subclass and returns a
-plain ``str`` as it is. The compiled template binds the elements to internal
-names, which are neither template variables nor context entries, so Jinja's
-rewritten tracebacks (whose template frames show the template's variables)
-never show them; only this cache holds them between renders.
+A joined run is a plain ``str``: Jinja prints each element with ``str()``,
+which returns a plain ``str`` as it is (and copies a ``str`` subclass). Under
+autoescape, Jinja prints with ``escape()``, which copies even a ``Markup``
+through two Python calls (the largest cost of a warm autoescaped render), so
+an autoescaped run is *raw* wherever the template allows it: its element is
+its escaped text as a plain ``str``, printed by a filter block whose filter is
+``str`` (a filter block yields its filter's result unescaped). A run is raw
+unless it sits outside blocks in a template that has ``extends`` (there Jinja
+prints only while no parent template is set, a check a filter block lacks);
+such a run is ``Markup``, printed through ``escape()``.
+
+The compiled template binds the elements to internal names, which are neither
+template variables nor context entries, so Jinja's rewritten tracebacks (whose
+template frames show the template's variables) never show them; only this
+cache holds them between renders.
 """
 
 from __future__ import annotations
@@ -80,6 +89,9 @@ class Run(NamedTuple):
     layout: str
     lineno: int
     split: bool
+    #: An autoescaped run printed as it is, not through ``escape()`` (see the
+    #: module docstring): its element is its escaped text as a plain ``str``.
+    raw: bool = False
 
     @property
     def pieces(self) -> tuple[Piece, ...]:
@@ -110,8 +122,9 @@ class Run(NamedTuple):
         return tuple(p for p in self.pieces if not isinstance(p, str))
 
 
-def runs_from_spec(spec: tuple[tuple[str, str, int, bool], ...]) -> tuple[Run, ...]:
-    """The runs compiled as constants (each a plain tuple of a :class:`Run`'s fields)."""
+def runs_from_spec(spec: tuple[tuple[Any, ...], ...]) -> tuple[Run, ...]:
+    """The runs compiled as constants (each a plain tuple of a :class:`Run`'s
+    fields; a bytecode cache may hold runs compiled before ``raw`` existed)."""
     return tuple(Run(*run) for run in spec)
 
 
@@ -128,15 +141,23 @@ class Pending:
     the policy says. ``values`` holds :class:`SecretText` and errors only.
     """
 
-    __slots__ = ("decide", "pieces", "template", "values")
+    __slots__ = ("autoescape", "decide", "pieces", "template", "values")
 
     def __init__(
-        self, pieces: tuple[Piece, ...], values: Found, decide: Decide, template: str | None
+        self,
+        pieces: tuple[Piece, ...],
+        values: Found,
+        decide: Decide,
+        template: str | None,
+        autoescape: bool = False,
     ) -> None:
         self.pieces = pieces
         self.values = values
         self.decide = decide
         self.template = template
+        #: How ``str()`` prints it: the run's own scope, for a run printed
+        #: raw (an autoescaped run that Jinja does not pass to ``escape()``).
+        self.autoescape = autoescape
 
     def printed(self, autoescape: bool) -> Any:
         """The text to print; raises under the ``error`` policy."""
@@ -155,7 +176,7 @@ class Pending:
         return _join(self.pieces, self.values, autoescape, replaced)
 
     def __str__(self) -> str:
-        return str(self.printed(False))
+        return str(self.printed(self.autoescape))
 
     def __html__(self) -> Markup:
         return Markup(self.printed(True))  # noqa: S704 - escaped by _join
@@ -165,8 +186,14 @@ class Pending:
 
 
 def _join(
-    pieces: tuple[Piece, ...], values: Found, autoescape: bool, replaced: Mapping[Ref, Any]
+    pieces: tuple[Piece, ...],
+    values: Found,
+    autoescape: bool,
+    replaced: Mapping[Ref, Any],
+    markup: bool = True,
 ) -> Any:
+    """The run's text; escaped values under ``autoescape``, as ``Markup``
+    unless ``markup`` is false (a raw run: escaped text as a plain ``str``)."""
     parts: list[str] = []
     for piece in pieces:
         if isinstance(piece, str):
@@ -181,7 +208,7 @@ def _join(
             continue
         value = values[piece.key]
         parts.append(escape(value) if autoescape else value)  # type: ignore[arg-type]
-    return Markup("").join(parts) if autoescape else "".join(parts)
+    return Markup("").join(parts) if autoescape and markup else "".join(parts)
 
 
 def render_runs(
@@ -203,20 +230,21 @@ def render_runs(
             for ref in (p for p in pieces if not isinstance(p, str)):
                 value = values[ref.key]
                 if isinstance(value, SecretsError):
-                    elements.append(Pending((ref,), values, decide, template))
+                    elements.append(Pending((ref,), values, decide, template, autoescape))
                     complete = False
                 else:
                     elements.append(value)
         elif any(isinstance(values[p.key], SecretsError) for p in pieces if isinstance(p, Ref)):
-            elements.append(Pending(pieces, values, decide, template))
+            elements.append(Pending(pieces, values, decide, template, autoescape))
             complete = False
         else:
-            elements.append(_join(pieces, values, autoescape, {}))
+            elements.append(_join(pieces, values, autoescape, {}, markup=not run.raw))
     return tuple(elements), complete
 
 
 class RenderCache:
-    """Rendered element tuples and warm ``secret()`` values of one resolver.
+    """Rendered element tuples and warm ``secret()`` values of one resolver,
+    and the imported modules made from rendered runs.
 
     Plain dicts of ``key -> (expires, generation, value)``: a warm render reads
     one entry with one clock read and one generation check (a
@@ -228,10 +256,15 @@ class RenderCache:
     def __init__(self, resolver: Resolver, maxsize: int = 4096) -> None:
         self.resolver = resolver
         self.timer = resolver.timer
-        self.generation = resolver.generation
+        # The resolver's secret cache, whose ``generation`` attribute is read
+        # on every warm render (an attribute read, not a method call).
+        self.secrets = resolver._cache
         self.maxsize = maxsize
         self.runs: dict[str, tuple[float, int, tuple[Any, ...]]] = {}
         self.values: dict[tuple[str, str], tuple[float, int, SecretText]] = {}
+        #: Imported modules made from rendered runs: ``key -> (runs, template,
+        #: module)``, served while ``runs`` is the warm entry under ``key``.
+        self.modules: dict[str, tuple[tuple[Any, ...], Any, Any]] = {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickles empty: it holds secret values.
@@ -239,13 +272,13 @@ class RenderCache:
 
     def runs_hit(self, key: str) -> tuple[Any, ...] | None:
         entry = self.runs.get(key)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self.generation():
+        if entry is not None and entry[0] > self.timer() and entry[1] == self.secrets.generation:
             return entry[2]
         return None
 
     def value_hit(self, ref: tuple[str, str]) -> SecretText | None:
         entry = self.values.get(ref)
-        if entry is not None and entry[0] > self.timer() and entry[1] == self.generation():
+        if entry is not None and entry[0] > self.timer() and entry[1] == self.secrets.generation:
             return entry[2]
         return None
 
@@ -254,7 +287,7 @@ class RenderCache:
     ) -> dict[tuple[str, str], tuple[str | SecretsError, float]] | None:
         """``{ref: (value, expires)}`` if every one of ``refs`` is warm, else None."""
         now = self.timer()
-        generation = self.generation()
+        generation = self.secrets.generation
         out: dict[tuple[str, str], tuple[str | SecretsError, float]] = {}
         for ref in refs:
             entry = self.values.get(ref)
@@ -273,9 +306,15 @@ class RenderCache:
     ) -> None:
         self._store(self.values, ref, (expires, generation, value))
 
+    def store_module(self, key: str, kept: tuple[tuple[Any, ...], Any, Any]) -> None:
+        if key not in self.modules and len(self.modules) >= self.maxsize:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self.modules[next(iter(self.modules))]
+        self.modules[key] = kept
+
     def _store(self, table: dict[Any, Any], key: Any, entry: tuple[float, int, Any]) -> None:
         # Never keep what was looked up before an invalidation, or is already stale.
-        if entry[1] != self.generation() or entry[0] <= self.timer():
+        if entry[1] != self.secrets.generation or entry[0] <= self.timer():
             return
         if key not in table and len(table) >= self.maxsize:
             # No lock (a forked child could inherit it held): a single dict

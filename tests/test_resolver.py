@@ -385,3 +385,12 @@ class TestMemos:
         assert mem.checks == 2
         assert asyncio.run(resolver.check_async("mem")) is None
         assert mem.checks == 2
+
+
+def test_only_settings_keywords_are_kept_for_reload(tmp_path: Any, mem: Any) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("connections: {env: {}}\n")
+    r = Resolver.from_config(path, ttl=1, connections={"mem": mem})
+    assert r.config_overrides == {"ttl": 1}
+    r.reload()
+    assert sorted(r.connections) == ["env"]

@@ -473,13 +473,66 @@ class TestImportedModules:
 
         try:
             assert render() == "old-value old-value old-value old-value x"
+            # lib.j2 reads secrets only through its own runs: its module is
+            # kept in the render cache (never on the template) while they
+            # are warm, and made again after invalidate().
+            modules = env.secret_render_cache.modules  # type: ignore[attr-defined]
+            (kept,) = [m for _, t, m in modules.values() if t.name == "lib.j2"]
+            assert render() == "old-value old-value old-value old-value x"
+            assert [m for _, t, m in modules.values() if t.name == "lib.j2"] == [kept]
             STORE["rot"] = {"pw": "new-value"}
             resolver.invalidate()
             assert render() == "new-value new-value new-value new-value x"
+            assert kept not in [m for _, _, m in modules.values()]
         finally:
             del STORE["rot"]
-        assert env.get_template("lib.j2")._module is None
+        # Modules holding values are never kept on the template (the template cache).
+        for name in ("lib.j2", "fn.j2", "outer.j2"):
+            assert env.get_template(name)._module is None
         assert env.get_template("plain.j2")._module is not None  # Jinja's cache kept
+
+    def test_a_changed_template_is_not_served_its_old_module(self, make_env: MakeEnv) -> None:
+        sources = {"lib.j2": "{% macro f() %}old <<mem|ap_sep_v1|plain>>{% endmacro %}"}
+        env = make_env(loader=jinja2.DictLoader(sources))
+        page = "{% import 'lib.j2' as lib %}{{ lib.f() }}"
+        assert env.from_string(page).render() == "old plain-Secret-3"
+        assert env.from_string(page).render() == "old plain-Secret-3"
+        # The same runs (so the same cache key), other code around them.
+        sources["lib.j2"] = (
+            "{% macro f() %}{% if 1 %}new{% endif %} <<mem|ap_sep_v1|plain>>{% endmacro %}"
+        )
+        assert env.from_string(page).render() == "new plain-Secret-3"
+
+    @pytest.mark.parametrize("is_async", [False, True])
+    def test_a_kept_module_expires_with_its_runs(
+        self, resolver: Resolver, clock: Any, is_async: bool
+    ) -> None:
+        import asyncio
+
+        from support import STORE
+
+        STORE["rot"] = {"pw": "old-value"}
+        env = jinja2.Environment(
+            loader=jinja2.DictLoader(self.SOURCES),
+            extensions=["jinja_apsecrets.SecretsExtension"],
+            enable_async=is_async,
+        )
+        env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+        source = "{% import 'lib.j2' as lib %}{{ lib.pw }} {{ lib.f() }}"
+
+        def render() -> str:
+            t = env.from_string(source)
+            return asyncio.run(t.render_async()) if is_async else t.render()
+
+        try:
+            assert render() == "old-value old-value"
+            STORE["rot"] = {"pw": "new-value"}
+            clock.advance(resolver.ttl - 1)
+            assert render() == "old-value old-value"  # within the TTL: kept
+            clock.advance(2)
+            assert render() == "new-value new-value"
+        finally:
+            del STORE["rot"]
 
     def test_environment_still_pickles(self, make_env: MakeEnv) -> None:
         import pickle
