@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from support import STORE, MemoryProvider
 
 from jinja_apsecrets import Resolver
+from jinja_apsecrets.prefetch import root_scope_key
 from jinja_apsecrets.reference import SEPARATOR, TemplateScanner
 
 SYNTAX: list[dict[str, Any]] = [
@@ -354,6 +355,28 @@ def test_renders_as_plain_jinja_with_values_written_in(case: tuple[str, dict[str
         variables = {"x": True, "items": [1, 2]}
         expected = plain.from_string(replaced(plain, source)).render(variables)
         assert ours.from_string(source).render(variables) == expected
+    finally:
+        resolver.close()
+        STORE.clear()
+        STORE.update(saved)
+
+
+@pytest.mark.parametrize("autoescape", [False, True])
+def test_root_scope_key_is_the_key_the_runs_are_kept_under(autoescape: bool) -> None:
+    """The digest is computed in two places (when compiling, and when reading a
+    compiled template back): both must give the same key."""
+    saved = dict(STORE)
+    STORE.clear()
+    STORE["s"] = dict(VALUES)
+    resolver = Resolver({"mem": MemoryProvider("mem")})
+    try:
+        env = jinja2.Environment(
+            extensions=["jinja_apsecrets.SecretsExtension"], autoescape=autoescape
+        )
+        env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+        template = env.from_string('a "<<mem|ap_sep_v1|s:k1>>"\n{{ x }} <<mem|ap_sep_v1|s:k2>>\\')
+        assert template.render(x=1) == 'a "V1"\n1 V2\\'
+        assert list(env.secret_render_cache.runs) == [root_scope_key(template)]  # type: ignore[attr-defined]
     finally:
         resolver.close()
         STORE.clear()
