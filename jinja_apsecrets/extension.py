@@ -7,8 +7,11 @@ How a template is compiled (each hook reads only what Jinja hands it):
    references separated only by plain text becomes one internal tag on the
    same lines (so line numbers do not move), with ``+`` so that
    ``trim_blocks`` and ``lstrip_blocks`` leave the text around it as it was:
-   ``{%+ __apsecrets__ "text" "conn" "path" "as written" "text" ... +%}``.
-   Source without the separator ``ap_sep_v1`` is returned untouched.
+   ``{%+ __apsecrets__ "span" "layout" +%}``, the run's text and seven offsets
+   a reference (see :class:`~jinja_apsecrets.runs.Run`). Source without the
+   separator ``ap_sep_v1`` is returned untouched; the rewrite works on the
+   scanner's offsets (:meth:`~jinja_apsecrets.reference.TemplateScanner.spans`),
+   with no object made per reference.
 2. ``filter_stream`` reads the token stream and plans the template
    (:func:`~jinja_apsecrets.prefetch.plan_tokens`): the runs, each with its
    references' lines; a prefetch tag in front of the template and of each
