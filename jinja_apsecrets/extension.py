@@ -174,7 +174,7 @@ class SecretsExtension(Extension):
             # Jinja's lexer reads "\r\n" and a lone "\r" as line breaks: scan what it will see.
             source = _NEWLINES.sub("\n", source)
         # References and Jinja syntax, in order; plain text lies between them.
-        spans = list(self._get_scanner().spans(source))
+        spans = self._get_scanner().spans(source)
         env = self.environment
         block_start, block_end = env.block_start_string, env.block_end_string
         # The lexer reads a line break in a string back as newline_sequence.

@@ -390,16 +390,18 @@ class TemplateScanner:
     def _skip_line(self, source: str, pos: int) -> int:
         return self._skip_tag(source, pos, "\n")
 
-    def spans(self, source: str) -> Iterator[Span]:
+    def spans(self, source: str) -> list[Span]:
         """What in ``source`` is not plain text, in order: each reference
         (with its :data:`RefSpan`) and each piece of Jinja syntax (with None)."""
+        found: list[Span] = []
+        add = found.append  # (a list: a generator costs more per item)
         pos = 0
         n = len(source)
         search = self._start.search
         while pos < n:
             m = search(source, pos)
             if m is None:
-                return
+                break
             kind = m.lastgroup
             start = m.start()
             if kind == "angle_ref":
@@ -407,13 +409,13 @@ class TemplateScanner:
                 conn_start, conn_end = m.span("a_conn")
                 path_start, path_end = m.span("a_body")
                 ref = (start, pos, conn_start, conn_end, path_start, path_end, False, False, False)
-                yield start, pos, ref
+                add((start, pos, ref))
                 continue
             if kind in ("variable_whole", "block_whole", "comment_whole"):
                 pos = m.end()
             elif kind == "variable_ref" or kind == "brace_ref":
                 pos = m.end()
-                yield start, pos, _brace_span(m, kind[0])
+                add((start, pos, _brace_span(m, kind[0])))
                 continue
             elif kind == "angle" or kind == "brace":
                 pos = start + 1  # no reference starts here: plain text
@@ -435,7 +437,8 @@ class TemplateScanner:
             else:  # linecomment
                 nl = source.find("\n", m.end())
                 pos = n if nl < 0 else nl
-            yield start, pos, None
+            add((start, pos, None))
+        return found
 
     def scan(self, source: str) -> Iterator[Segment]:
         """Split ``source`` into data, reference and Jinja segments, in order."""
