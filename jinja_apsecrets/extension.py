@@ -7,8 +7,9 @@ How a template is compiled (each hook reads only what Jinja hands it):
    references separated only by plain text becomes one internal tag on the
    same lines (so line numbers do not move), with ``+`` so that
    ``trim_blocks`` and ``lstrip_blocks`` leave the text around it as it was:
-   ``{%+ __apsecrets__ "span" "layout" +%}``, the run's text and seven offsets
-   a reference (see :class:`~jinja_apsecrets.runs.Run`). Source without the
+   ``{%+ __apsecrets_<nonce>__ "span" "layout" +%}``, the run's text and seven
+   offsets a reference (see :class:`~jinja_apsecrets.runs.Run`); the nonce in
+   the tag's name keeps templates from writing a run tag by hand. Source without the
    separator ``ap_sep_v1`` is returned untouched; the rewrite works on the
    scanner's offsets (:meth:`~jinja_apsecrets.reference.TemplateScanner.spans`),
    with no object made per reference.
@@ -64,6 +65,7 @@ from .functions import (
 )
 from .prefetch import (
     CALL_FILTER,
+    INTERNAL_TAG,
     MARK,
     PREFETCH_FILTER,
     PREFETCH_TAG,
@@ -111,7 +113,7 @@ class SecretsExtension(Extension):
     where the environment has none of that name, ``b64encode`` and ``b64decode``.
     """
 
-    tags = {RUN_TAG, PREFETCH_TAG}
+    tags = {RUN_TAG, PREFETCH_TAG, INTERNAL_TAG}
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -320,7 +322,9 @@ class SecretsExtension(Extension):
         if tag.value == RUN_TAG and token.type == RUN_TOKEN:
             next(parser.stream)
             return self._run_node(parser, cast(PlannedRun, token.value), tag.lineno)
-        parser.fail(f"{tag.value} is internal to jinja_apsecrets", tag.lineno)
+        # (The run tag's own name is not repeated: it holds the nonce.)
+        named = PREFETCH_TAG if tag.value == PREFETCH_TAG else INTERNAL_TAG
+        parser.fail(f"{named} is internal to jinja_apsecrets", tag.lineno)
 
     def _prefetch_node(self, parser: Parser, scope: Scope, lineno: int) -> nodes.Node:
         args: list[nodes.Expr] = [

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Iterable, Iterator
 from types import CodeType
 from typing import Any, NamedTuple
@@ -50,6 +51,7 @@ from .runs import Piece, Ref, Run
 __all__ = [
     "BLOCK_MARK",
     "CALL_FILTER",
+    "INTERNAL_TAG",
     "MARK",
     "PREFETCH_FILTER",
     "PREFETCH_TAG",
@@ -69,7 +71,15 @@ log = logging.getLogger("jinja_apsecrets")
 
 MARK = "__apsecrets_manifest__"
 BLOCK_MARK = "__apsecrets_block__"
-RUN_TAG = "__apsecrets__"
+#: The run tag preprocess writes. Its name holds a nonce drawn when this module
+#: is imported, so a template cannot write one by hand: a run tag written by
+#: hand would be planned as a run (a reference the template never wrote as
+#: one). Compiled code holds no tag names, so the nonce may differ between
+#: processes sharing a bytecode cache.
+RUN_TAG = f"__apsecrets_{secrets.token_hex(8)}__"
+#: The tag's name without the nonce, which a hand-written run tag would use:
+#: a syntax error, like every internal name.
+INTERNAL_TAG = "__apsecrets__"
 PREFETCH_TAG = "__apsecrets_prefetch__"
 CALL_FILTER = "__apsecrets_call__"
 PREFETCH_FILTER = "__apsecrets_prefetch__"

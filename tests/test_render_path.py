@@ -19,7 +19,7 @@ from jinja2.runtime import Context
 
 from jinja_apsecrets import Resolver, SecretNotFoundError
 from jinja_apsecrets import extension as extension_module
-from jinja_apsecrets.prefetch import static_refs_of
+from jinja_apsecrets.prefetch import RUN_TAG, static_refs_of
 from jinja_apsecrets.runs import RenderCache
 
 MakeEnv = Callable[..., jinja2.Environment]
@@ -62,9 +62,15 @@ class TestStatelessCompile:
         assert stream is not None
 
     def test_forged_internal_tags_fail(self, env: jinja2.Environment) -> None:
-        for src in ("{% __apsecrets_prefetch__ %}", "{% __apsecrets__ 'x' %}"):
-            with pytest.raises(jinja2.TemplateSyntaxError, match="internal"):
+        # A run tag as preprocess writes it, by hand: it named a secret the
+        # template never wrote as a reference (and rendered its value).
+        run = env.preprocess("<<mem|ap_sep_v1|plain>>").replace(RUN_TAG, "__apsecrets__")
+        for src in ("{% __apsecrets_prefetch__ %}", "{% __apsecrets__ 'x' %}", run):
+            with pytest.raises(jinja2.TemplateSyntaxError, match="internal") as info:
                 env.from_string(src)
+            assert RUN_TAG not in str(info.value)
+        with pytest.raises(jinja2.TemplateSyntaxError, match="unknown tag"):
+            env.from_string('{% __apsecrets_0123456789abcdef__ "a" "0 1 0 1 0 1 0" %}')
 
     def test_compiles_concurrently(self, env: jinja2.Environment) -> None:
         results: list[str] = []
