@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
+import os
 from collections.abc import Iterable, Iterator
 from types import CodeType
 from typing import Any, NamedTuple
@@ -76,7 +76,7 @@ BLOCK_MARK = "__apsecrets_block__"
 #: hand would be planned as a run (a reference the template never wrote as
 #: one). Compiled code holds no tag names, so the nonce may differ between
 #: processes sharing a bytecode cache.
-RUN_TAG = f"__apsecrets_{secrets.token_hex(8)}__"
+RUN_TAG = f"__apsecrets_{os.urandom(8).hex()}__"
 #: The tag's name without the nonce, which a hand-written run tag would use:
 #: a syntax error, like every internal name.
 INTERNAL_TAG = "__apsecrets__"
