@@ -34,6 +34,7 @@ their secrets, so a warm render costs one cache check over plain Jinja2.
 
 from __future__ import annotations
 
+import dis
 import logging
 import re
 from collections.abc import Mapping
@@ -507,6 +508,32 @@ def _value_filter(eval_ctx: EvalContext, value: Any) -> Any:
 #: Names in compiled code that mark a template reading secrets besides its static
 #: references (a ``secret()`` call, the ``resolve_secrets`` filter).
 _SECRET_NAMES = frozenset({CALL_FILTER, "resolve_secrets"})
+#: The Environment methods compiled code loads templates with.
+_LOADER_METHODS = frozenset({"get_template", "select_template", "get_or_select_template"})
+
+
+def _loads_computed_names(codes: list[CodeType]) -> bool:
+    """Whether compiled code loads a template by a name not written as one
+    string constant (``{% include name %}``, ``{% import "a" ~ b as x %}``):
+    what that template reads is unknown when this one compiles. Jinja calls
+    ``get_template`` for a constant name, passed right after the method is
+    loaded, and the other two methods for lists and computed names."""
+    todo = list(codes)
+    while todo:
+        code = todo.pop()
+        todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+        if not _LOADER_METHODS.intersection(code.co_names):
+            continue
+        instructions = list(dis.get_instructions(code))
+        for i, ins in enumerate(instructions):
+            if ins.argval not in _LOADER_METHODS or ins.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
+                continue
+            if ins.argval != "get_template":  # a list of names, or a computed one
+                return True
+            after = instructions[i + 1] if i + 1 < len(instructions) else None
+            if after is None or after.opname != "LOAD_CONST" or not isinstance(after.argval, str):
+                return True
+    return False
 
 
 class _Reads(NamedTuple):
@@ -537,8 +564,10 @@ def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
                 break
             if isinstance(const, CodeType):
                 todo.append(const)
-    loaded = False
-    for dep in deps:
+    # A template loaded by a computed name may read secrets with TTLs of its
+    # own: never kept as if it were one of this template's runs.
+    loaded = _loads_computed_names([f.__code__ for f in funcs if hasattr(f, "__code__")])
+    for dep in deps if not loaded else ():
         try:
             name = template.environment.join_path(dep, template.name or "")
             if name in seen:

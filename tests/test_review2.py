@@ -1,0 +1,74 @@
+"""Adversarial review of the raw runs, kept modules, run-tag nonce, pickling
+and scanner changes (review2): each test failed before its fix.
+
+The secret store is tests/support.py's in-memory provider (a double of a
+secret manager: documents by name, fetched with a count); the clock is the
+fake clock the resolver reads for TTLs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import jinja2
+import pytest
+from support import STORE, FakeClock, MemoryProvider
+
+from jinja_apsecrets import Resolver
+
+
+@pytest.fixture
+def ttl_env() -> Iterator[tuple[jinja2.Environment, FakeClock, Resolver]]:
+    STORE.clear()
+    STORE.update({"a": {"v": "A1"}, "b": {"v": "B1"}})
+    clock = FakeClock()
+    resolver = Resolver({"mem": MemoryProvider("mem")}, timer=clock, ttl=100)
+    templates = {
+        # A macro library whose own secrets are top-level runs, and which
+        # renders a template chosen at render time into an exported variable.
+        "lib": (
+            "{% set inc %}{% include name %}{% endset %}"
+            "{% macro m() %}<<mem|ap_sep_v1|a:v>>{% endmacro %}"
+        ),
+        "lib_import": (
+            "{% import name as part %}{% set inc = part.value %}"
+            "{% macro m() %}<<mem|ap_sep_v1|a:v>>{% endmacro %}"
+        ),
+        "lib_list": (
+            '{% set inc %}{% include ["part"] %}{% endset %}'
+            "{% macro m() %}<<mem|ap_sep_v1|a:v>>{% endmacro %}"
+        ),
+        # No reference of its own: Jinja would keep its module on the template.
+        "lib_plain": "{% set inc %}{% include name %}{% endset %}{% macro m() %}A1{% endmacro %}",
+        "part": "{% set value %}<<mem|ap_sep_v1|b:v>>{% endset %}<<mem|ap_sep_v1|b:v>>",
+        "t": "{% import 'lib' as lib %}{{ lib.m() }} {{ lib.inc }}",
+        "t_import": "{% import 'lib_import' as lib %}{{ lib.m() }} {{ lib.inc }}",
+        "t_list": "{% import 'lib_list' as lib %}{{ lib.m() }} {{ lib.inc }}",
+        "t_plain": "{% import 'lib_plain' as lib %}{{ lib.m() }} {{ lib.inc }}",
+    }
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader(templates), extensions=["jinja_apsecrets.SecretsExtension"]
+    )
+    env.globals["name"] = "part"
+    env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    yield env, clock, resolver
+    resolver.close()
+    STORE.clear()
+
+
+@pytest.mark.parametrize("page", ["t", "t_import", "t_list", "t_plain"])
+def test_a_kept_module_never_serves_a_dynamically_loaded_value_past_its_ttl(
+    ttl_env: tuple[jinja2.Environment, FakeClock, Resolver], page: str
+) -> None:
+    """A module is kept while its template's own runs are warm; a value it got
+    from a template loaded by a computed name has a TTL of its own (here
+    fetched 90 s earlier), and must not outlive it in the kept module."""
+    env, clock, _ = ttl_env
+    assert env.get_template("part").render() == "B1"  # b:v cached until 1100
+    clock.advance(90)
+    assert env.get_template(page).render() == "A1 B1"  # lib's runs warm until 1190
+    assert env.get_template(page).render() == "A1 B1"  # its module may be kept now
+    STORE["b"] = {"v": "B2"}
+    clock.advance(20)  # b:v expired; lib's runs still warm
+    assert env.get_template("part").render() == "B2"
+    assert env.get_template(page).render() == "A1 B2"
