@@ -320,7 +320,7 @@ class SecretsExtension(Extension):
         if tag.value == PREFETCH_TAG and token.type == SCOPE_TOKEN:
             next(parser.stream)
             return self._prefetch_node(parser, cast(Scope, token.value), tag.lineno)
-        if tag.value == RUN_TAG and token.type == RUN_TOKEN:
+        if tag.value == INTERNAL_TAG and token.type == RUN_TOKEN:
             next(parser.stream)
             return self._run_node(parser, cast(PlannedRun, token.value), tag.lineno)
         # (The run tag's own name is not repeated: it holds the nonce.)

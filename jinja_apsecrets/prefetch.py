@@ -246,7 +246,11 @@ def plan_tokens(
                                 first.append(piece)
                             refs[key] = None
                     out.append(token)
-                    out.append(tokens[i + 1])
+                    # The parser meets the run under the name without the
+                    # nonce (a parser that is not ours, like {% trans %}'s,
+                    # names the tag it meets in its error); the run token
+                    # after it, which no template can write, marks it a run.
+                    out.append(Token(tokens[i + 1].lineno, "name", INTERNAL_TAG))
                     scopes[-1].runs.append((len(out), *planned, tuple(first)))
                     out.append(token)  # placeholder: the run token, once named
                     out.append(tokens[j])

@@ -8,13 +8,15 @@ fake clock the resolver reads for TTLs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 
 import jinja2
 import pytest
 from support import STORE, FakeClock, MemoryProvider
 
 from jinja_apsecrets import Resolver
+from jinja_apsecrets.prefetch import RUN_TAG
 
 
 @pytest.fixture
@@ -72,3 +74,29 @@ def test_a_kept_module_never_serves_a_dynamically_loaded_value_past_its_ttl(
     clock.advance(20)  # b:v expired; lib's runs still warm
     assert env.get_template("part").render() == "B2"
     assert env.get_template(page).render() == "A1 B2"
+
+
+def test_no_syntax_error_names_the_run_tags_nonce(
+    make_env: Callable[..., jinja2.Environment],
+) -> None:
+    """A parser that is not ours (the i18n extension's ``{% trans %}``) names
+    the tag it meets: it must not meet the run tag's secret name."""
+    env = make_env()
+    env.add_extension("jinja2.ext.i18n")
+    nonce = RUN_TAG.removeprefix("__apsecrets_").removesuffix("__")
+    with pytest.raises(jinja2.TemplateSyntaxError) as info:
+        env.from_string("{% trans %}<<mem|ap_sep_v1|prod/db:username>>{% endtrans %}")
+    assert nonce not in str(info.value)
+    assert nonce not in "".join(traceback.format_exception(info.value))
+
+
+def test_a_hand_written_run_tag_without_the_nonce_is_still_a_syntax_error(
+    make_env: Callable[..., jinja2.Environment],
+) -> None:
+    env = make_env()
+    for source in (
+        '{%+ __apsecrets__ "<<mem|ap_sep_v1|prod/db:username>>" "0 34 2 3 20 13 0" +%}',
+        "{% __apsecrets__ %}",
+    ):
+        with pytest.raises(jinja2.TemplateSyntaxError, match="internal to jinja_apsecrets"):
+            env.from_string(source)
