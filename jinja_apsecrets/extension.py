@@ -545,6 +545,10 @@ class _Reads(NamedTuple):
     only_runs: str | None
 
 
+#: A template whose module is made on every import.
+_ALWAYS_FRESH = _Reads(True, None)
+
+
 def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
     """Whether rendering ``template``, or a template it loads by a constant
     name, reads secrets, and whether only through its own top-level runs."""
@@ -635,6 +639,10 @@ class _FreshModules:
         call, which Jinja refuses; an import that sees the context's extra
         globals, for which Jinja makes a module it does not keep)."""
         reads = _reads_secrets(self)  # type: ignore[arg-type]
+        if getattr(self.environment, "secret_resolve_values", False):
+            # Variables read from the globals may hold values resolved with
+            # TTLs of their own: the module is made on each import.
+            reads = _ALWAYS_FRESH
         if not reads.any:
             return None
         if ctx is not None and ctx.globals_keys - self.globals.keys():

@@ -100,3 +100,45 @@ def test_a_hand_written_run_tag_without_the_nonce_is_still_a_syntax_error(
     ):
         with pytest.raises(jinja2.TemplateSyntaxError, match="internal to jinja_apsecrets"):
             env.from_string(source)
+
+
+@pytest.mark.parametrize(
+    "lib",
+    [
+        "{% set dsn = db %}{% macro m() %}<<mem|ap_sep_v1|a:v>>{% endmacro %}",
+        # No reference of its own: Jinja would keep its module on the template.
+        "{% set dsn = db %}{% macro m() %}A1{% endmacro %}",
+    ],
+    ids=["with runs", "without references"],
+)
+def test_resolve_values_modules_are_never_kept(lib: str) -> None:
+    """With ``resolve_values``, a module's variables may hold values resolved
+    from the globals (their own TTLs): no module is kept, by Jinja on the
+    template object (rule 1) nor beside the template's runs."""
+    STORE.clear()
+    STORE.update({"a": {"v": "A1"}, "b": {"v": "B1"}})
+    clock = FakeClock()
+    resolver = Resolver({"mem": MemoryProvider("mem")}, timer=clock, ttl=100)
+    templates = {"lib": lib, "t": "{% import 'lib' as lib %}{{ lib.m() }} {{ lib.dsn }}"}
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader(templates), extensions=["jinja_apsecrets.SecretsExtension"]
+    )
+    env.globals["db"] = "<<mem|ap_sep_v1|b:v>>"
+    env.install_secret_resolver(resolver, resolve_values=True)  # type: ignore[attr-defined]
+    try:
+        assert env.from_string("{{ db }}").render() == "B1"  # b:v cached until 1100
+        clock.advance(90)
+        assert env.get_template("t").render() == "A1 B1"
+        assert env.get_template("t").render() == "A1 B1"
+        STORE["b"] = {"v": "B2"}
+        clock.advance(20)  # b:v expired
+        assert env.get_template("t").render() == "A1 B2"
+        STORE["b"] = {"v": "B3"}
+        resolver.invalidate()
+        assert env.get_template("t").render() == "A1 B3"
+        assert "_module" not in vars(env.get_template("lib")) or (
+            env.get_template("lib")._module is None
+        )
+    finally:
+        resolver.close()
+        STORE.clear()
