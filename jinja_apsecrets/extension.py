@@ -506,8 +506,10 @@ def _value_filter(eval_ctx: EvalContext, value: Any) -> Any:
 # -- imported templates ------------------------------------------------------------------
 
 #: Names in compiled code that mark a template reading secrets besides its static
-#: references (a ``secret()`` call, the ``resolve_secrets`` filter).
-_SECRET_NAMES = frozenset({CALL_FILTER, "resolve_secrets"})
+#: references (a ``secret()`` call, the ``resolve_secrets`` filter, and the
+#: name ``secret`` looked up at all: ``{% set f = secret %}`` or ``(secret)(...)``
+#: call it without the rewrite; a variable of that name only costs a fresh module).
+_SECRET_NAMES = frozenset({CALL_FILTER, "resolve_secrets", "secret"})
 #: The Environment methods compiled code loads templates with.
 _LOADER_METHODS = frozenset({"get_template", "select_template", "get_or_select_template"})
 

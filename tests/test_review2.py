@@ -142,3 +142,47 @@ def test_resolve_values_modules_are_never_kept(lib: str) -> None:
     finally:
         resolver.close()
         STORE.clear()
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        '{% set f = secret %}{% set dsn = f("mem", "b:v") %}',
+        '{% set dsn = (secret)("mem", "b:v") %}',
+    ],
+    ids=["an alias of secret", "secret in parentheses"],
+)
+@pytest.mark.parametrize("own_runs", [True, False], ids=["with runs", "without references"])
+def test_a_module_that_calls_secret_by_another_name_is_never_kept(
+    read: str, own_runs: bool
+) -> None:
+    """``secret`` called through a name or expression that is not ``secret(``
+    (which the compiler rewrites, and which marks a template as calling it)
+    still reads a secret: its module must not outlive that value's TTL."""
+    STORE.clear()
+    STORE.update({"a": {"v": "A1"}, "b": {"v": "B1"}})
+    clock = FakeClock()
+    resolver = Resolver({"mem": MemoryProvider("mem")}, timer=clock, ttl=100)
+    macro = "<<mem|ap_sep_v1|a:v>>" if own_runs else "A1"
+    templates = {
+        "lib": f"{read}{{% macro m() %}}{macro}{{% endmacro %}}",
+        "t": "{% import 'lib' as lib %}{{ lib.m() }} {{ lib.dsn }}",
+    }
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader(templates), extensions=["jinja_apsecrets.SecretsExtension"]
+    )
+    env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    try:
+        assert env.from_string("<<mem|ap_sep_v1|b:v>>").render() == "B1"  # until 1100
+        clock.advance(90)
+        assert env.get_template("t").render() == "A1 B1"
+        assert env.get_template("t").render() == "A1 B1"
+        STORE["b"] = {"v": "B2"}
+        clock.advance(20)  # b:v expired
+        assert env.get_template("t").render() == "A1 B2"
+        STORE["b"] = {"v": "B3"}
+        resolver.invalidate()
+        assert env.get_template("t").render() == "A1 B3"
+    finally:
+        resolver.close()
+        STORE.clear()
