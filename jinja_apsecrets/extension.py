@@ -34,6 +34,7 @@ their secrets, so a warm render costs one cache check over plain Jinja2.
 
 from __future__ import annotations
 
+import copyreg
 import dis
 import logging
 import re
@@ -136,9 +137,7 @@ class SecretsExtension(Extension):
         # it as its scope escapes): str returns it as it is, in C.
         environment.filters[RAW_FILTER] = str
         self._scanner: tuple[tuple[Any, ...], TemplateScanner] | None = None
-        fresh = _FRESH_MODULES.get(environment.template_class)
-        if fresh is not None:
-            environment.template_class = fresh
+        environment.template_class = _fresh_class(environment.template_class)
 
     def bind(self, environment: Environment) -> SecretsExtension:
         """A copy for an overlay environment, whose install method is its own
@@ -684,8 +683,34 @@ class SecretsNativeTemplate(_FreshModules, NativeTemplate):
     """``NativeTemplate`` whose imported module is not kept when it reads secrets."""
 
 
-#: Template classes replaced when the extension is added (a custom class is kept).
+#: Template classes replaced when the extension is added; a user's own class
+#: gets a subclass made for it (:func:`_fresh_class`).
 _FRESH_MODULES: dict[type[Template], type[Template]] = {
     Template: SecretsTemplate,
     NativeTemplate: SecretsNativeTemplate,
 }
+
+
+class _FreshClass(type):
+    """The metaclass of a subclass made for a user's template class: it is
+    pickled as the call that makes it (an environment pickles its template
+    class, and a class made at run time cannot be found by name)."""
+
+
+def _fresh_class(base: type[Template]) -> type[Template]:
+    """``base`` whose imported modules follow :class:`_FreshModules` (Jinja's
+    own would keep a module holding values on the template: rule 1). A class
+    with a metaclass of its own is kept as it is."""
+    known = _FRESH_MODULES.get(base)
+    if known is not None or issubclass(base, _FreshModules) or type(base) is not type:
+        return known or base
+    made = _FreshClass(f"Secrets{base.__name__}", (_FreshModules, base), {"__module__": __name__})
+    _FRESH_MODULES[base] = cast("type[Template]", made)
+    return _FRESH_MODULES[base]
+
+
+def _reduce_fresh_class(cls: _FreshClass) -> tuple[Any, tuple[Any, ...]]:
+    return _fresh_class, (cls.__bases__[1],)
+
+
+copyreg.pickle(_FreshClass, _reduce_fresh_class)

@@ -186,3 +186,43 @@ def test_a_module_that_calls_secret_by_another_name_is_never_kept(
     finally:
         resolver.close()
         STORE.clear()
+
+
+class _CustomTemplate(jinja2.Template):
+    """A user's own template class (importable, so an environment pickles)."""
+
+
+class _CustomEnvironment(jinja2.Environment):
+    template_class = _CustomTemplate
+
+
+def test_a_custom_template_class_keeps_no_module_with_values() -> None:
+    """Rule 1 with a template class of the user's: the extension's fresh
+    modules apply to it too (Jinja would keep an imported module, values and
+    all, on the template object past invalidate()); the class stays the
+    user's (a subclass), and the environment still pickles."""
+    import pickle
+
+    STORE.clear()
+    STORE.update({"a": {"v": "A1"}})
+    resolver = Resolver({"mem": MemoryProvider("mem")})
+    templates = {
+        "lib": "{% set v %}<<mem|ap_sep_v1|a:v>>{% endset %}",
+        "t": "{% import 'lib' as lib %}{{ lib.v }}",
+    }
+    env = _CustomEnvironment(
+        loader=jinja2.DictLoader(templates), extensions=["jinja_apsecrets.SecretsExtension"]
+    )
+    env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
+    try:
+        assert issubclass(env.template_class, _CustomTemplate)
+        assert env.get_template("t").render() == "A1"
+        STORE["a"] = {"v": "A2"}
+        resolver.invalidate()
+        assert env.get_template("t").render() == "A2"
+        # (An environment pickles before its template cache holds templates.)
+        fresh = _CustomEnvironment(extensions=["jinja_apsecrets.SecretsExtension"])
+        assert pickle.loads(pickle.dumps(fresh)).template_class is env.template_class
+    finally:
+        resolver.close()
+        STORE.clear()
