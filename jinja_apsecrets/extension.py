@@ -9,8 +9,8 @@ How a template is compiled (each hook reads only what Jinja hands it):
    ``trim_blocks`` and ``lstrip_blocks`` leave the text around it as it was:
    ``{%+ __apsecrets_<nonce>__ "span" "layout" +%}``, the run's text and seven
    offsets a reference (see :class:`~jinja_apsecrets.runs.Run`); the nonce in
-   the tag's name keeps templates from writing a run tag by hand. Source without the
-   separator ``ap_sep_v1`` is returned untouched; the rewrite works on the
+   the tag's name keeps templates from writing a run tag by hand. Source
+   without the separator ``ap_sep_v1`` is returned untouched; the rewrite works on the
    scanner's offsets (:meth:`~jinja_apsecrets.reference.TemplateScanner.spans`),
    with no object made per reference.
 2. ``filter_stream`` reads the token stream and plans the template
@@ -22,7 +22,12 @@ How a template is compiled (each hook reads only what Jinja hands it):
 3. ``parse`` validates each reference offline (unknown connection, malformed
    path: a :class:`SecretReferenceSyntaxError` with template and line) and
    emits the nodes: a prefetch binds the rendered runs of its scope to local
-   names, and each run prints its names.
+   names, and each run prints its names (under autoescape, a run escaped
+   already is printed as it is, by a filter block: see :mod:`.runs`).
+
+Imported templates: Jinja keeps an imported template's module on the template;
+a module that holds values is kept in the render cache instead, or not at all
+(:class:`_FreshModules`).
 
 Nothing is resolved at compile time: compiled code holds connection names,
 paths and template text, never a value. At render time the prefetch looks the
