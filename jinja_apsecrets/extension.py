@@ -43,7 +43,7 @@ import copyreg
 import dis
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from types import CodeType
 from typing import Any, NamedTuple, cast
@@ -68,7 +68,6 @@ from .functions import (
     render_cache,
     resolve_secrets,
     secret,
-    then,
 )
 from .prefetch import (
     CALL_FILTER,
@@ -83,6 +82,7 @@ from .prefetch import (
     VALUE_FILTER,
     PlannedRun,
     Scope,
+    code_objects,
     collect_static_refs,
     manifest_of,
     plan_tokens,
@@ -91,6 +91,7 @@ from .prefetch import (
 from .reference import SEPARATOR, Reference, RefSpan, Span, TemplateScanner
 from .resolver import OnMissing, Resolver
 from .runs import Pending, Ref, RenderCache, Run, conceal_found, render_runs, runs_from_spec
+from .twins import MaybeAwaitable, settle, then
 from .values import SecretText
 
 __all__ = ["SecretsExtension"]
@@ -524,10 +525,7 @@ def _loads_computed_names(codes: list[CodeType]) -> bool:
     what that template reads is unknown when this one compiles. Jinja calls
     ``get_template`` for a constant name, passed right after the method is
     loaded, and the other two methods for lists and computed names."""
-    todo = list(codes)
-    while todo:
-        code = todo.pop()
-        todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    for code in codes:
         if not _LOADER_METHODS.intersection(code.co_names):
             continue
         instructions = list(dis.get_instructions(code))
@@ -564,19 +562,15 @@ def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
     seen = set() if seen is None else seen
     seen.add(template.name or "")
     refs, deps = manifest_of(template)
-    called = False
-    funcs = [template.root_render_func, *template.blocks.values()]
-    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-    while todo and not called:
-        for const in todo.pop().co_consts:
-            if isinstance(const, str) and const in _SECRET_NAMES:
-                called = True
-                break
-            if isinstance(const, CodeType):
-                todo.append(const)
+    codes = code_objects(template)
+    called = any(
+        isinstance(const, str) and const in _SECRET_NAMES
+        for code in codes
+        for const in code.co_consts
+    )
     # A template loaded by a computed name may read secrets with TTLs of its
     # own: never kept as if it were one of this template's runs.
-    loaded = _loads_computed_names([f.__code__ for f in funcs if hasattr(f, "__code__")])
+    loaded = _loads_computed_names(codes)
     for dep in deps if not loaded else ():
         try:
             name = template.environment.join_path(dep, template.name or "")
@@ -593,31 +587,6 @@ def _reads_secrets(template: Template, seen: set[str] | None = None) -> _Reads:
     known = _Reads(bool(refs) or called or loaded, only_runs)
     template.__dict__["_apsecrets_reads"] = known
     return known
-
-
-def _kept_module(template: Template, key: str) -> tuple[TemplateModule | None, Any]:
-    """The module kept for ``template`` if it was made from the warm runs under
-    ``key``, and those runs (None if they are not warm)."""
-    cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
-    if cache is None:
-        return None, None
-    entry = cache.runs.get(key)
-    if entry is None or entry[0] <= cache.timer() or entry[1] != cache.secrets.generation:
-        return None, None
-    runs = entry[2]
-    kept = cache.modules.get(key)
-    if kept is not None and kept[0] is runs and kept[1] is template:
-        return kept[2], runs
-    return None, runs
-
-
-def _keep_module(template: Template, key: str, module: TemplateModule, runs: Any) -> None:
-    """Keep ``module`` if it was made from ``runs``: they are still the warm
-    runs after it was made (a prefetch that found them stale would have
-    stored new ones)."""
-    cache: RenderCache | None = getattr(template.environment, "secret_render_cache", None)
-    if runs is not None and cache is not None and _kept_module(template, key)[1] is runs:
-        cache.store_module(key, (runs, template, module))
 
 
 class _FreshModules:
@@ -655,29 +624,37 @@ class _FreshModules:
             return None
         return reads
 
+    def _import_module(
+        self, reads: _Reads, make: Callable[[], MaybeAwaitable[TemplateModule]]
+    ) -> MaybeAwaitable[TemplateModule]:
+        """The module to import: the one kept beside the warm runs it was made
+        from, else one ``make`` makes (the sync or the async door's), kept
+        when it may be."""
+        key = reads.only_runs
+        cache: RenderCache | None = getattr(self.environment, "secret_render_cache", None)
+        if key is None or cache is None:
+            return make()
+        kept, runs = cache.module_hit(key, self)
+        if kept is not None:
+            return cast(TemplateModule, kept)
+
+        def keep(module: TemplateModule) -> TemplateModule:
+            cache.store_module(key, self, module, runs)
+            return module
+
+        return then(make(), keep)
+
     def _get_default_module(self, ctx: Context | None = None) -> TemplateModule:
         reads = None if self.environment.is_async else self._fresh(ctx)
         if reads is None:
             return super()._get_default_module(ctx)  # type: ignore[misc,no-any-return]
-        if reads.only_runs is None:
-            return self.make_module()  # type: ignore[no-any-return]
-        module, runs = _kept_module(self, reads.only_runs)  # type: ignore[arg-type]
-        if module is None:
-            module = self.make_module()
-            _keep_module(self, reads.only_runs, module, runs)  # type: ignore[arg-type]
-        return module
+        return cast(TemplateModule, self._import_module(reads, self.make_module))
 
     async def _get_default_module_async(self, ctx: Context | None = None) -> TemplateModule:
         reads = self._fresh(ctx)
         if reads is None:
             return await super()._get_default_module_async(ctx)  # type: ignore[misc,no-any-return]
-        if reads.only_runs is None:
-            return await self.make_module_async()  # type: ignore[no-any-return]
-        module, runs = _kept_module(self, reads.only_runs)  # type: ignore[arg-type]
-        if module is None:
-            module = await self.make_module_async()
-            _keep_module(self, reads.only_runs, module, runs)  # type: ignore[arg-type]
-        return module
+        return await settle(self._import_module(reads, self.make_module_async))
 
 
 class SecretsTemplate(_FreshModules, Template):

@@ -60,6 +60,7 @@ __all__ = [
     "VALUE_FILTER",
     "PlannedRun",
     "Scope",
+    "code_objects",
     "collect_static_refs",
     "manifest_of",
     "plan_tokens",
@@ -390,22 +391,34 @@ def _close(
 _specs: WeakKeyDictionary[Template, tuple[Any, ...] | None] = WeakKeyDictionary()
 
 
+def code_objects(template: Template) -> list[CodeType]:
+    """The code of ``template``'s render functions (its top level and its
+    blocks) and of every function nested in them (macros, loops' bodies)."""
+    funcs = [template.root_render_func, *template.blocks.values()]
+    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
+    found: list[CodeType] = []
+    while todo:
+        code = todo.pop()
+        found.append(code)
+        todo.extend(c for c in code.co_consts if isinstance(c, CodeType))
+    return found
+
+
 def _root_spec(template: Template) -> tuple[Any, ...] | None:
     """The constant ``(MARK, refs, deps, runs)`` compiled into ``template``."""
     try:
         return _specs[template]
     except KeyError:
         pass
-    found = None
-    funcs = [template.root_render_func, *template.blocks.values()]
-    todo = [f.__code__ for f in funcs if hasattr(f, "__code__")]
-    while todo and found is None:
-        for const in todo.pop().co_consts:
-            if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK:
-                found = const
-                break
-            if isinstance(const, CodeType):
-                todo.append(const)
+    found = next(
+        (
+            const
+            for code in code_objects(template)
+            for const in code.co_consts
+            if isinstance(const, tuple) and len(const) == 4 and const[0] == MARK
+        ),
+        None,
+    )
     _specs[template] = found
     return found
 

@@ -306,23 +306,38 @@ class RenderCache:
     ) -> None:
         self._store(self.values, ref, (expires, generation, value))
 
-    def store_module(self, key: str, kept: tuple[tuple[Any, ...], Any, Any]) -> None:
-        if key not in self.modules and len(self.modules) >= self.maxsize:
-            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
-                del self.modules[next(iter(self.modules))]
-        self.modules[key] = kept
+    def module_hit(self, key: str, template: Any) -> tuple[Any, tuple[Any, ...] | None]:
+        """The module kept for ``template`` under ``key`` if it was made from
+        the warm runs there, and those runs (None if they are not warm)."""
+        runs = self.runs_hit(key)
+        kept = self.modules.get(key)
+        if runs is not None and kept is not None and kept[0] is runs and kept[1] is template:
+            return kept[2], runs
+        return None, runs
+
+    def store_module(
+        self, key: str, template: Any, module: Any, runs: tuple[Any, ...] | None
+    ) -> None:
+        """Keep ``module`` if it was made from ``runs``: they are still the warm
+        runs under ``key`` after it was made (a prefetch that found them stale
+        would have stored new ones)."""
+        if runs is not None and self.runs_hit(key) is runs:
+            self._put(self.modules, key, (runs, template, module))
 
     def _store(self, table: dict[Any, Any], key: Any, entry: tuple[float, int, Any]) -> None:
         # Never keep what was looked up before an invalidation, or is already stale.
         if entry[1] != self.secrets.generation or entry[0] <= self.timer():
             return
+        self._put(table, key, entry)
+
+    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
         if key not in table and len(table) >= self.maxsize:
             # No lock (a forked child could inherit it held): a single dict
             # operation is atomic, and a race here only evicts a little more
             # or a little less.
             with contextlib.suppress(KeyError, RuntimeError, StopIteration):
                 del table[next(iter(table))]
-        table[key] = entry
+        table[key] = value
 
 
 def conceal_found(
