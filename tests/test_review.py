@@ -43,6 +43,16 @@ class _Model:
     delete.alters_data = True  # type: ignore[attr-defined]
 
 
+def _local_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """A CLI project in ``tmp_path``: a ``file`` connection ``local`` whose
+    secret ``app`` holds ``pw: value``."""
+    monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
+    (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {value}}}\n")
+    (tmp_path / "apsecrets.yaml").write_text(
+        "connections:\n  local: {provider: file, path: secrets.yaml}\n"
+    )
+
+
 class TestSandboxCalls:
     """A call written ``secret(...)`` is compiled through the extension's call
     filter; in a sandbox it must still pass the sandbox's callable check."""
@@ -130,11 +140,7 @@ class TestBase64Redaction:
     def test_cli_error_quoting_base64(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
-        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
-        (tmp_path / "apsecrets.yaml").write_text(
-            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
-        )
+        _local_project(tmp_path, monkeypatch, self.VALUE)
         (tmp_path / "leak.j2").write_text('{{ {}[secret("local", "app:pw") | b64encode].x }}\n')
         code, out, err = cli_run("render", "leak.j2", cwd=tmp_path)
         assert code == 1
@@ -206,11 +212,7 @@ class TestComputedPaths:
     def test_cli_error(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, expression: str
     ) -> None:
-        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
-        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
-        (tmp_path / "apsecrets.yaml").write_text(
-            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
-        )
+        _local_project(tmp_path, monkeypatch, self.VALUE)
         (tmp_path / "leak.j2").write_text(f"{{{{ {expression} }}}}\n")
         code, out, err = cli_run("render", "leak.j2", cwd=tmp_path)
         assert code == 1
@@ -219,11 +221,7 @@ class TestComputedPaths:
         assert self.VALUE.lower() not in (out + err).lower()
 
     def test_cli_audit_log(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
-        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
-        (tmp_path / "apsecrets.yaml").write_text(
-            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
-        )
+        _local_project(tmp_path, monkeypatch, self.VALUE)
         (tmp_path / "leak.j2").write_text(
             '{{ secret("local", "app:" ~ secret("local", "app:pw") | lower) }}\n'
         )
@@ -236,11 +234,7 @@ class TestComputedPaths:
     def test_cli_missing_warning(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str
     ) -> None:
-        monkeypatch.delenv("APSECRETS_CONFIG", raising=False)
-        (tmp_path / "secrets.yaml").write_text(f"app: {{pw: {self.VALUE}}}\n")
-        (tmp_path / "apsecrets.yaml").write_text(
-            "connections:\n  local: {provider: file, path: secrets.yaml}\n"
-        )
+        _local_project(tmp_path, monkeypatch, self.VALUE)
         (tmp_path / "t.j2").write_text(
             '{{ secret("local", "app:" ~ secret("local", "app:pw") | lower) }}\n'
         )

@@ -102,6 +102,24 @@ def test_a_hand_written_run_tag_without_the_nonce_is_still_a_syntax_error(
             env.from_string(source)
 
 
+def _assert_module_follows_b(
+    env: jinja2.Environment, clock: FakeClock, resolver: Resolver, first: str
+) -> None:
+    """Template ``t`` prints ``lib.m()`` (a:v) and ``lib.dsn`` (b:v): after
+    ``first`` cached b:v 90 s earlier, ``lib``'s module must follow b:v past
+    its TTL and past ``invalidate()``."""
+    assert env.from_string(first).render() == "B1"  # b:v cached until 1100
+    clock.advance(90)
+    assert env.get_template("t").render() == "A1 B1"
+    assert env.get_template("t").render() == "A1 B1"
+    STORE["b"] = {"v": "B2"}
+    clock.advance(20)  # b:v expired
+    assert env.get_template("t").render() == "A1 B2"
+    STORE["b"] = {"v": "B3"}
+    resolver.invalidate()
+    assert env.get_template("t").render() == "A1 B3"
+
+
 @pytest.mark.parametrize(
     "lib",
     [
@@ -126,16 +144,7 @@ def test_resolve_values_modules_are_never_kept(lib: str) -> None:
     env.globals["db"] = "<<mem|ap_sep_v1|b:v>>"
     env.install_secret_resolver(resolver, resolve_values=True)  # type: ignore[attr-defined]
     try:
-        assert env.from_string("{{ db }}").render() == "B1"  # b:v cached until 1100
-        clock.advance(90)
-        assert env.get_template("t").render() == "A1 B1"
-        assert env.get_template("t").render() == "A1 B1"
-        STORE["b"] = {"v": "B2"}
-        clock.advance(20)  # b:v expired
-        assert env.get_template("t").render() == "A1 B2"
-        STORE["b"] = {"v": "B3"}
-        resolver.invalidate()
-        assert env.get_template("t").render() == "A1 B3"
+        _assert_module_follows_b(env, clock, resolver, "{{ db }}")
         assert "_module" not in vars(env.get_template("lib")) or (
             env.get_template("lib")._module is None
         )
@@ -173,16 +182,7 @@ def test_a_module_that_calls_secret_by_another_name_is_never_kept(
     )
     env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
     try:
-        assert env.from_string("<<mem|ap_sep_v1|b:v>>").render() == "B1"  # until 1100
-        clock.advance(90)
-        assert env.get_template("t").render() == "A1 B1"
-        assert env.get_template("t").render() == "A1 B1"
-        STORE["b"] = {"v": "B2"}
-        clock.advance(20)  # b:v expired
-        assert env.get_template("t").render() == "A1 B2"
-        STORE["b"] = {"v": "B3"}
-        resolver.invalidate()
-        assert env.get_template("t").render() == "A1 B3"
+        _assert_module_follows_b(env, clock, resolver, "<<mem|ap_sep_v1|b:v>>")
     finally:
         resolver.close()
         STORE.clear()
