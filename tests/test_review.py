@@ -445,10 +445,14 @@ class TestImportedModules:
         "main.j2": "{% import 'lib.j2' as lib %}{% from 'fn.j2' import h %}"
         "{% import 'outer.j2' as outer %}{% from 'plain.j2' import g %}"
         "{{ lib.pw }} {{ lib.f() }} {{ h() }} {{ outer.pw }} {{ g() }}",
+        "kept.j2": "{% import 'lib.j2' as lib %}{{ lib.pw }} {{ lib.f() }}",
     }
 
-    @pytest.mark.parametrize("is_async", [False, True])
-    def test_rotation_is_seen_by_imports(self, resolver: Resolver, is_async: bool) -> None:
+    def _env(
+        self, resolver: Resolver, is_async: bool, page: str
+    ) -> tuple[jinja2.Environment, Callable[[], str]]:
+        """An environment of SOURCES (``rot:pw`` set to "old-value"), and a
+        function rendering the template named ``page`` in it, sync or async."""
         import asyncio
 
         from support import STORE
@@ -462,8 +466,16 @@ class TestImportedModules:
         env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
 
         def render() -> str:
-            t = env.get_template("main.j2")
+            t = env.get_template(page)
             return asyncio.run(t.render_async()) if is_async else t.render()
+
+        return env, render
+
+    @pytest.mark.parametrize("is_async", [False, True])
+    def test_rotation_is_seen_by_imports(self, resolver: Resolver, is_async: bool) -> None:
+        from support import STORE
+
+        env, render = self._env(resolver, is_async, "main.j2")
 
         try:
             assert render() == "old-value old-value old-value old-value x"
@@ -501,22 +513,9 @@ class TestImportedModules:
     def test_a_kept_module_expires_with_its_runs(
         self, resolver: Resolver, clock: Any, is_async: bool
     ) -> None:
-        import asyncio
-
         from support import STORE
 
-        STORE["rot"] = {"pw": "old-value"}
-        env = jinja2.Environment(
-            loader=jinja2.DictLoader(self.SOURCES),
-            extensions=["jinja_apsecrets.SecretsExtension"],
-            enable_async=is_async,
-        )
-        env.install_secret_resolver(resolver)  # type: ignore[attr-defined]
-        source = "{% import 'lib.j2' as lib %}{{ lib.pw }} {{ lib.f() }}"
-
-        def render() -> str:
-            t = env.from_string(source)
-            return asyncio.run(t.render_async()) if is_async else t.render()
+        _, render = self._env(resolver, is_async, "kept.j2")
 
         try:
             assert render() == "old-value old-value"
